@@ -1,0 +1,1 @@
+"""Evaluation utilities for dllm: task suites, prompts and scorers."""

@@ -1,0 +1,43 @@
+"""Evaluation tasks: ParallelBench-style list edits and grid puzzles, reasoning-gym, GSM8K.
+
+`TASKS` maps every task name to its instance; `TINY_TASKS` names the tasks the embedded tiny model
+is trained and evaluated on. Prompts of the tiny tasks are single compact lines (see each module's
+docstring for the formats).
+"""
+
+from __future__ import annotations
+
+from dllm.errors import DllmError
+
+from .base import Item, Task
+from .grid_puzzles import latin_square, sudoku
+from .gsm8k import GSM8K
+from .reasoning import reasoning_gym_available, reasoning_gym_tasks
+from .waiting_line import OPS, WaitingLine
+
+_WAITING_LINE = [WaitingLine(op) for op in OPS]
+_PUZZLES = [latin_square(), sudoku()]
+_REASONING = reasoning_gym_tasks()
+
+TASKS: dict[str, Task] = {task.name: task for task in [*_WAITING_LINE, *_PUZZLES, *_REASONING, GSM8K()]}
+
+# rg/* tasks are listed even without reasoning-gym installed; their items() then say how to get it.
+TINY_TASKS: list[str] = [task.name for task in [*_WAITING_LINE, *_PUZZLES, *_REASONING]]
+REASONING_TASKS: list[str] = [task.name for task in _REASONING]
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise DllmError(f"task must be one of {list(TASKS)}, got {name!r}")
+    return TASKS[name]
+
+
+__all__ = [
+    "Item",
+    "Task",
+    "TASKS",
+    "TINY_TASKS",
+    "REASONING_TASKS",
+    "get_task",
+    "reasoning_gym_available",
+]

@@ -1,0 +1,188 @@
+"""The one native transformer core every model family maps onto.
+
+RMSNorm, rotary position embeddings (non-interleaved "rotate half", as in Llama / Qwen2 /
+LLaDA), SwiGLU MLP, grouped-query attention with optional QKV bias. Attention is one of
+``bidirectional`` (LLaDA, Dream), ``block_causal`` (Fast-dLLM v2: query block >= key block,
+blocks aligned to absolute positions) or ``causal`` (autoregressive parents).
+
+Module names follow the Llama / Qwen2 convention (``layers.N.self_attn.q_proj``,
+``layers.N.mlp.gate_proj`` ...), so family files only rename checkpoint keys and LoRA targets
+are the familiar ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ATTENTION_KINDS = ("bidirectional", "block_causal", "causal")
+
+
+@dataclass
+class CoreConfig:
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    head_dim: int | None = None
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    qkv_bias: bool = False
+    tie_embeddings: bool = False
+    max_length: int = 4096
+    attention: str = "bidirectional"
+    block_size: int | None = None  # block_causal only
+
+    def __post_init__(self):
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_heads
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.attention == "block_causal" and not self.block_size:
+            raise ValueError("block_size must be a positive integer for block_causal attention")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+
+
+class LayerKV(Protocol):
+    """What a KV cache offers one layer: take this step's K/V, return the K/V to attend over."""
+
+    def attend_kv(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def attention_mask(
+    q_pos: torch.Tensor, k_pos: torch.Tensor, k_valid: torch.Tensor, kind: str, block_size: int | None
+) -> torch.Tensor:
+    """Boolean mask, True = may attend.
+
+    q_pos [B, Lq], k_pos [B, Lk] absolute positions; k_valid [B, Lk] (False for padding).
+    Returns [B, 1, Lq, Lk]. A query with no allowed key (a padding query under a causal rule)
+    is allowed every valid key so softmax never sees an all -inf row; its output is ignored.
+    """
+    allowed = k_valid[:, None, :].expand(-1, q_pos.shape[1], -1)  # [B, Lq, Lk]
+    if kind == "causal":
+        allowed = allowed & (k_pos[:, None, :] <= q_pos[:, :, None])
+    elif kind == "block_causal":
+        allowed = allowed & (k_pos[:, None, :] // block_size <= q_pos[:, :, None] // block_size)
+    empty = ~allowed.any(-1, keepdim=True)
+    allowed = allowed | (empty & k_valid[:, None, :])
+    return allowed[:, None]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """positions [B, L] -> cos, sin [B, 1, L, head_dim] (computed in float32, then cast)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = positions.float()[..., None] * inv_freq  # [B, L, hd/2]
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # [B, 1, L, hd]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, L, hd]; rotate-half convention (first half pairs with second half)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: CoreConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_heads, self.n_kv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.hd, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, mask, cache: LayerKV | None = None):
+        b, l, _ = x.shape
+        q = self.q_proj(x).view(b, l, self.n_heads, self.hd).transpose(1, 2)  # [B, H, L, hd]
+        k = self.k_proj(x).view(b, l, self.n_kv, self.hd).transpose(1, 2)  # [B, Hkv, L, hd]
+        v = self.v_proj(x).view(b, l, self.n_kv, self.hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # K stored post-RoPE by caches
+        if cache is not None:
+            k, v = cache.attend_kv(self.layer, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv != self.n_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(b, l, self.n_heads * self.hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: CoreConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: CoreConfig, layer: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg, layer)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask, cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Transformer(nn.Module):
+    """input_ids [B, L], positions [B, L] -> logits [B, L, V] (row i scored as the model was trained)."""
+
+    def __init__(self, cfg: CoreConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        cache: LayerKV | None = None,
+        out: slice | None = None,
+    ) -> torch.Tensor:
+        """mask: bool [B, 1, Lq, Lk] from :func:`attention_mask` (Lk includes cached keys).
+        ``out`` selects the positions whose logits are computed (the vocabulary projection is
+        the largest matmul of a small-block decode step; the window is all a sampler reads)."""
+        h = self.embed_tokens(input_ids)
+        cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, h.dtype)
+        for block in self.layers:
+            if self.gradient_checkpointing and self.training:
+                h = torch.utils.checkpoint.checkpoint(block, h, cos, sin, mask, cache, use_reentrant=False)
+            else:
+                h = block(h, cos, sin, mask, cache)
+        if out is not None:
+            h = h[:, out]
+        return self.lm_head(self.norm(h)).float()

@@ -1,0 +1,67 @@
+"""Tiny checkpoints in every real format, for tests and for trying the loaders offline.
+
+The weights are random; the names, config keys, special tokens and file layout are the real
+ones, so ``dllm.load`` takes exactly the path it takes for LLaDA-8B, Dream-7B or Fast-dLLM v2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dllm.loading import new_model, save_pretrained
+from dllm.models import FAMILIES
+from dllm.models.core import CoreConfig
+
+WORDS = ("the a an is of and to in it on cat dog sat ran big red blue one two three four five six seven "
+         "eight nine ten yes no up down left right hello world").split()
+SPECIALS = {
+    "llada": {"mask": "<|mdm_mask|>", "eos": "<|endoftext|>", "extra": ["<|eot_id|>"]},
+    "dream": {"mask": "<|mask|>", "eos": "<|endoftext|>", "extra": ["<|im_end|>"]},
+    "fast_dllm_v2": {"mask": "|<MASK>|", "eos": "<|endoftext|>", "extra": ["<|im_end|>"]},
+}
+
+
+def tiny_tokenizer(mask_token: str | None = "<|mdm_mask|>", eos_token: str = "<|endoftext|>", extra=(), words=WORDS):
+    """A word-level ``PreTrainedTokenizerFast`` (whitespace split) with the given special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = [eos_token, *extra] + ([mask_token] if mask_token else []) + ["<unk>"]
+    vocab = {t: i for i, t in enumerate(list(dict.fromkeys(specials)) + list(words))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
+    kwargs = dict(tokenizer_object=tok, eos_token=eos_token, unk_token="<unk>", pad_token=eos_token,
+                  additional_special_tokens=list(extra))
+    if mask_token:
+        kwargs["mask_token"] = mask_token
+    return PreTrainedTokenizerFast(**kwargs)
+
+
+def tiny_core_config(family: str, vocab_size: int, **overrides) -> CoreConfig:
+    base = dict(vocab_size=vocab_size, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                intermediate_size=48, rope_theta=10000.0, rms_norm_eps=1e-6, max_length=256)
+    if family == "llada":
+        base.update(qkv_bias=False, attention="bidirectional")
+    elif family == "dream":
+        base.update(qkv_bias=True, attention="bidirectional")
+    else:
+        base.update(qkv_bias=True, attention="block_causal", block_size=8)
+    base.update(overrides)
+    return CoreConfig(**base)
+
+
+def tiny_model(family: str = "llada", seed: int = 0, **overrides):
+    sp = SPECIALS[family]
+    tok = tiny_tokenizer(sp["mask"], sp["eos"], sp["extra"])
+    cfg = tiny_core_config(family, len(tok), **overrides)
+    vocab = tok.get_vocab()
+    ends = [vocab[sp["eos"]]] + [vocab[t] for t in sp["extra"]]
+    return new_model(cfg, tok, family, vocab[sp["mask"]], ends, vocab[sp["eos"]], seed=seed)
+
+
+def tiny_checkpoint(folder: str | Path, family: str = "llada", seed: int = 0, max_shard_bytes: int | None = None,
+                    **overrides) -> Path:
+    """Write a random tiny model in ``family``'s real Hugging Face format and return the folder."""
+    assert family in FAMILIES, family
+    return save_pretrained(tiny_model(family, seed, **overrides), folder, max_shard_bytes=max_shard_bytes)

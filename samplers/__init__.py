@@ -1,0 +1,22 @@
+"""Unmasking samplers, one per file. ``SAMPLERS`` is the explicit registry the CLI, configs and
+the conformance test read."""
+
+from dllm.errors import DllmError
+from dllm.samplers.base import Decision, Sampler, StepState
+from dllm.samplers.dream import DreamSampler
+from dllm.samplers.llada import LLaDASampler
+
+SAMPLERS: dict[str, type[Sampler]] = {
+    "llada": LLaDASampler,
+    "dream": DreamSampler,
+}
+
+
+def build_sampler(name: str, **kwargs) -> Sampler:
+    if name not in SAMPLERS:
+        raise DllmError(f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}")
+    return SAMPLERS[name](**kwargs)
+
+
+__all__ = ["SAMPLERS", "Sampler", "StepState", "Decision", "build_sampler"]
+__all__ += ["LLaDASampler", "DreamSampler"]

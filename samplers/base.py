@@ -1,0 +1,53 @@
+"""The sampler contract: ``step(state) -> Decision``. Pure — no model call, no hidden state."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class StepState:
+    """One decode step over the active window of every live row.
+
+    logits        [B, W, V] float32 — row i predicts window token i (shift already undone)
+    tokens        [B, W] long — current window tokens (MASK where undecided)
+    masked        [B, W] bool — eligible positions: MASK and inside the row's generation area
+    block_step    forwards already spent on this block (0 on the block's first forward)
+    steps_per_block  the step budget per block of schedule-driven samplers
+    block_masked  [B] long — eligible positions of each row when the block started
+    end_token_ids the model's end-of-text ids
+    generator     torch.Generator for seeded sampling (None = global RNG)
+    """
+
+    logits: torch.Tensor
+    tokens: torch.Tensor
+    masked: torch.Tensor
+    block_step: int
+    steps_per_block: int
+    block_masked: torch.Tensor
+    end_token_ids: tuple[int, ...]
+    generator: torch.Generator | None = None
+
+
+@dataclass
+class Decision:
+    """commit [B, W] bool ⊆ masked (≥ 1 per row that has a masked position); tokens [B, W] long
+    proposals (read where commit); confidence [B, W] float64 score of each proposal (for traces)."""
+
+    commit: torch.Tensor
+    tokens: torch.Tensor
+    confidence: torch.Tensor
+
+
+class Sampler(ABC):
+    """An unmasking policy. Knobs in the constructor; model constants arrive in the state."""
+
+    @abstractmethod
+    def step(self, state: StepState) -> Decision: ...
+
+    def __repr__(self) -> str:
+        knobs = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({knobs})"

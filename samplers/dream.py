@@ -1,0 +1,74 @@
+"""Dream's sampler (Ye et al., "Dream 7B", arXiv 2508.15487; ``diffusion_generate``;
+algorithms.md §2)."""
+
+from __future__ import annotations
+
+
+import torch
+
+from dllm.errors import check
+from dllm.samplers import ops
+from dllm.samplers.base import Decision, Sampler, StepState
+
+ALGS = ("origin", "maskgit_plus", "topk_margin", "entropy")
+
+
+class DreamSampler(Sampler):
+    """Position scores on Dream's time grid.
+
+    With ``t_j = 1 - j (1 - eps) / s`` over the block's s steps, step j unmasks
+    ``n = floor(M_now (1 - t_{j+1} / t_j))`` positions (all remaining on the last step, at least
+    one always) ranked by ``alg``: ``maskgit_plus`` p(x̂), ``topk_margin`` p1 − p2, ``entropy``
+    Σ p log p (higher = more certain). ``alg_temp`` > 0 samples the n positions without
+    replacement from softmax(score / alg_temp) instead of taking the top n. ``origin``
+    unmasks each position independently with probability 1 − t_{j+1}/t_j.
+    Proposals: argmax, or samples from softmax(filtered logits / temperature) with top-p/top-k.
+
+    Differences from the reference, both for batch ≡ single: n is computed per row (the
+    reference uses the batch-mean mask count) and a step never commits zero tokens.
+    """
+
+    def __init__(self, alg: str = "entropy", temperature: float = 0.0, top_p: float | None = None,
+                 top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3):
+        check(alg in ALGS, f"alg must be one of {ALGS}, got {alg!r}")
+        check(temperature >= 0, f"temperature must be >= 0, got {temperature}")
+        check(top_p is None or 0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}")
+        check(top_k is None or top_k >= 0, f"top_k must be >= 0 (0 = off), got {top_k}")
+        check(alg_temp is None or alg_temp >= 0, f"alg_temp must be >= 0, got {alg_temp}")
+        check(0 < eps < 1, f"eps must be in (0, 1), got {eps}")
+        self.alg, self.temperature, self.top_p, self.top_k = alg, temperature, top_p, top_k
+        self.alg_temp, self.eps = alg_temp, eps
+
+    def step(self, state: StepState) -> Decision:
+        logits = ops.filter_top_p(ops.filter_top_k(state.logits, self.top_k), self.top_p)
+        tokens = ops.gumbel_argmax(logits, self.temperature, state.generator)  # [B, W]
+        probs = ops.probs64(logits / self.temperature if self.temperature > 0 else logits)
+        if self.alg == "topk_margin":
+            conf = ops.margin(probs)
+        elif self.alg == "entropy":
+            conf = -ops.entropy(probs, eps=1e-10)
+        else:
+            conf = ops.prob_of(probs, tokens)
+        s, j = state.steps_per_block, state.block_step
+        last = j >= s - 1
+        t = 1 - j * (1 - self.eps) / s
+        t_next = 1 - (j + 1) * (1 - self.eps) / s
+        frac = 1.0 if last else 1 - t_next / t
+        masked = state.masked
+        score = conf.masked_fill(~masked, ops.NEG_INF)
+        if self.alg == "origin":
+            u = torch.rand(conf.shape, dtype=torch.float64, device=conf.device, generator=state.generator)
+            commit = masked & (u < frac)
+        else:
+            n = masked.sum(-1) if last else torch.floor(masked.sum(-1).double() * frac).long()
+            n = n.clamp_min(1)
+            if self.alg_temp:
+                u = torch.rand(conf.shape, dtype=torch.float64, device=conf.device, generator=state.generator)
+                rank = score / self.alg_temp - torch.log(-torch.log(u.clamp_min(1e-300)))  # Gumbel top-k
+                commit = ops.top_k_mask(rank.masked_fill(~masked, ops.NEG_INF), n)
+            else:
+                commit = ops.top_k_mask(score, n)
+        commit = ops.at_least_one(commit, score, masked)
+        return Decision(commit=commit, tokens=tokens, confidence=conf)
+
+
