@@ -178,6 +178,7 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     device = model.device
     mask_id = model.mask_token_id
     end_ids = torch.tensor(model.eos_token_ids, device=device)
+    banned = [mask_id] + ([model.pad_token_id] if model.pad_token_id not in model.eos_token_ids else [])
     canvas = build_canvas(prompt_ids, gen_length, block_length, model.attention_kind, mask_id, model.pad_token_id,
                           block_length if model.attention_kind == "block_causal" else None, device)
     n, width = canvas.x.shape
@@ -200,6 +201,7 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
             if j > b - a:  # every step commits ≥ 1, so a block can never need more forwards
                 raise RuntimeError(f"block [{a}, {b}) did not finish in {b - a} forwards")
             logits = forward(model, canvas, live, (a, b), cfg_scale)
+            logits[..., banned] = float("-inf")  # never propose MASK (or a pad that is not an end token)
             state = StepState(logits=logits, tokens=canvas.x[live, a:b], masked=masked[live], block_step=j,
                               steps_per_block=per_block, block_masked=block_masked[live],
                               end_token_ids=model.eos_token_ids, generator=generator)

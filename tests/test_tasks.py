@@ -117,15 +117,15 @@ def test_waiting_line_formats():
     assert {n: lengths.count(n) for n in set(lengths)} == {3: 25, 4: 25, 5: 25, 6: 25}
 
 
-@pytest.mark.parametrize("name", ["latin_square/4x4", "sudoku/4x4"])
-def test_grid_puzzles(name):
+@pytest.mark.parametrize("name,keyword", [("latin_square/4x4", "latin"), ("sudoku/4x4", "sudoku")])
+def test_grid_puzzles(name, keyword):
     task = get_task(name)
     assert len(LATIN_SQUARES) == 576 and len(SUDOKUS) == 288
     for item in task.items("test", 20):
         puzzle, solution = item.meta["puzzle"], item.meta["solution"]
         assert 4 <= puzzle.count("_") <= 8
         assert task.count_solutions(puzzle) == 1
-        assert item.prompt == f"{name.split('_')[0].split('/')[0]}: {format_grid(puzzle)}"
+        assert item.prompt == f"{keyword}: {format_grid(puzzle)}"
         assert task.score(item, f"Answer: {item.reference} <eos>") == 1.0
         assert task.score(item, "\n".join(" ".join(r) for r in item.reference.split())) == 1.0
         # Another valid grid contradicts the clues (the puzzle has one solution).

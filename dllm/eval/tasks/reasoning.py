@@ -155,13 +155,15 @@ class ReasoningGymTask(GeneratedTask):
 def reasoning_gym_tasks() -> list[ReasoningGymTask]:
     """The wrapped generators at tiny-model difficulty (short prompts, answers of a few tokens)."""
     return [
-        # allow_parentheses=False selects reasoning-gym's simple generator, whose questions do not
-        # match their answers when "/" occurs (0.1.25); the default generator is consistent.
+        # allow_parentheses=False would select reasoning-gym's simple generator, whose answers (0.1.25)
+        # ignore operator precedence and mismatch the question after "/"; the default one is right.
         # No division at all: floor division of negatives ("-7 / 2 = -4") is not arithmetic a
         # reader expects; no negated groups either, which nest into "-( -( 3 - 8 ) )".
         ReasoningGymTask(
             "basic_arithmetic",
-            dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1, operators=("+", "-", "*"), allow_negation=False),
+            dict(
+                min_terms=2, max_terms=3, min_digits=1, max_digits=1, operators=("+", "-", "*"), allow_negation=False
+            ),
             _arith_prompt,
         ),
         ReasoningGymTask("chain_sum", dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1), _sum_prompt),

@@ -1,0 +1,1 @@
+"""Hydra applications behind the ``dllm`` console script, and what they share."""

@@ -1,0 +1,60 @@
+"""``dllm generate``: decode prompts from the command line or a JSONL file; print text and stats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from dllm.apps.common import build, one_line_errors
+from dllm.errors import DllmError, check
+from dllm.generate import generate
+
+
+def read_prompts(cfg: DictConfig) -> list[str]:
+    check(cfg.prompt is not None or cfg.prompts_file is not None, "give prompt='...' or prompts_file=path.jsonl")
+    if cfg.prompt is not None:
+        return [str(cfg.prompt)]
+    path = Path(cfg.prompts_file)
+    check(path.exists(), f"prompts_file {path} does not exist")
+    prompts = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DllmError(f"prompts_file {path} line {n} is not JSON ({e.msg})") from e
+        prompts.append(obj["prompt"] if isinstance(obj, dict) else str(obj))
+    return prompts
+
+
+@one_line_errors
+def run(cfg: DictConfig) -> None:
+    check(cfg.batch_size > 0, f"batch_size must be a positive integer, got {cfg.batch_size}")
+    prompts = read_prompts(cfg)
+    model = build(cfg.model)
+    sampler = build(cfg.sampler)
+    out = open(cfg.output, "w") if cfg.output else None
+    chunks = range(0, len(prompts), cfg.batch_size)
+    for i in tqdm(chunks, desc="generate", disable=len(chunks) < 2):
+        batch = prompts[i:i + cfg.batch_size]
+        res = generate(model, batch, sampler, gen_length=cfg.gen_length, block_length=cfg.block_length,
+                       steps=cfg.steps, cfg_scale=cfg.cfg_scale, stop_at_eos=cfg.stop_at_eos,
+                       chat_template=cfg.chat_template, seed=cfg.seed, trace=cfg.trace)
+        for prompt, text, st in zip(batch, res.text, res.stats):
+            print(f">>> {prompt}\n{text}")
+            print(f"[NFE {st.nfe} | tokens/forward {st.tokens_per_forward:.2f} (real {st.real_tokens_per_forward:.2f}) | "
+                  f"{st.gen_tokens} tokens | {st.tokens_per_second:.1f} tok/s | {st.wall_time:.2f} s]")
+            if out:
+                out.write(json.dumps({"prompt": prompt, "text": text, **st.as_dict()}) + "\n")
+    if out:
+        out.close()
+
+
+@hydra.main(config_path="pkg://dllm.conf", config_name="generate", version_base=None)
+def main(cfg: DictConfig) -> None:
+    run(cfg)

@@ -1,0 +1,62 @@
+"""The ``dllm`` console script: ``dllm <command> [hydra overrides]``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+COMMANDS = {
+    "generate": ("dllm.apps.generate", "decode prompts with a model and a sampler"),
+}
+
+
+def conf_dir() -> Path:
+    import dllm.conf
+
+    return Path(dllm.conf.__file__).resolve().parent
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def check_group_overrides(args: list[str]) -> str | None:
+    """Unknown config-group choices get one line here instead of Hydra's multi-line report."""
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and "." not in key and not key.startswith(("+", "~", "hydra")) and (conf_dir() / key).is_dir():
+            if "," in value:  # multirun lists are checked item by item
+                bad = [v for v in value.split(",") if v not in group_choices(key)]
+            else:
+                bad = [value] if value not in group_choices(key) else []
+            if bad:
+                return f"{key} must be one of {group_choices(key)}, got {bad[0]!r}"
+    return None
+
+
+def usage() -> str:
+    lines = ["usage: dllm <command> [key=value ...]   (dllm <command> --help lists the choices)", "", "commands:"]
+    lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return
+    cmd = args[0]
+    if cmd not in COMMANDS:
+        print(f"error: command must be one of {sorted(COMMANDS)}, got {cmd!r}", file=sys.stderr)
+        sys.exit(2)
+    problem = check_group_overrides(args[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [f"dllm {cmd}"] + args[1:]
+    importlib.import_module(COMMANDS[cmd][0]).main()
+
+
+if __name__ == "__main__":
+    main()
