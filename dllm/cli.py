@@ -8,6 +8,7 @@ from pathlib import Path
 
 COMMANDS = {
     "generate": ("dllm.apps.generate", "decode prompts with a model and a sampler"),
+    "train": ("dllm.apps.train", "run a training recipe (conf/recipe/)"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Training recipes, one file each (``dllm train recipe=<name>``)."""

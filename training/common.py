@@ -1,0 +1,145 @@
+"""What every recipe shares: datasets -> token ids, deterministic batches, atomic checkpoints,
+the loss log, LoRA. A recipe file keeps only its objective and its loop."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dllm.errors import DllmError, check
+
+
+def load_records(data: str, split: str = "train"):
+    """A ``datasets`` dataset from a local JSON/JSONL/CSV/Parquet file, a saved dataset folder, or a
+    hub name (where a network exists). Rows hold ``prompt``/``response`` or chat ``messages``."""
+    import datasets
+
+    if data.startswith("tasks:"):
+        return datasets.Dataset.from_list(task_rows(data))
+    path = Path(data)
+    if path.is_dir() and (path / "dataset_info.json").exists():
+        return datasets.load_from_disk(str(path))
+    if path.exists():
+        kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
+        check(kind is not None, f"data must be a .jsonl, .json, .csv or .parquet file, got {path.name}")
+        return datasets.load_dataset(kind, data_files=str(path), split="train")
+    try:
+        return datasets.load_dataset(data, split=split)
+    except Exception as e:
+        raise DllmError(f"data {data!r} is not a local file or folder and the hub gave {type(e).__name__}") from e
+
+
+def task_rows(spec: str) -> list[dict]:
+    """``tasks:<names>:<n>`` -> the first n train items of each task as prompt/response rows.
+    ``<names>`` is ``tiny`` (the embedded model's suite; reasoning-gym tasks only when installed)
+    or task names joined by ``+``."""
+    from dllm.eval.tasks import REASONING_TASKS, TINY_TASKS, get_task
+
+    parts = spec.split(":")
+    check(len(parts) == 3 and parts[2].isdigit(), f"data 'tasks:<names>:<n>' expected, got {spec!r}")
+    if parts[1] == "tiny":  # the embedded model's training suite: list operations and 4x4 puzzles
+        names = [t for t in TINY_TASKS if t not in REASONING_TASKS]
+    else:
+        names = parts[1].split("+")
+    rows = []
+    for name in names:
+        rows += [{"prompt": it.prompt, "response": it.reference, "task": name}
+                 for it in get_task(name).items("train", int(parts[2]))]
+    return rows
+
+
+def encode_record(row: dict, tokenizer) -> tuple[list[int], list[int]]:
+    """One row -> (prompt ids, response ids), through the chat template when the tokenizer has one."""
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    if "messages" in row and row["messages"]:
+        msgs = row["messages"]
+        check(msgs[-1]["role"] == "assistant", "the last chat message of each row must be the assistant's response")
+        prompt_msgs, response = msgs[:-1], msgs[-1]["content"]
+    elif "prompt" in row and "response" in row:
+        prompt_msgs, response = [{"role": "user", "content": row["prompt"]}], row["response"]
+    else:
+        raise DllmError(f"each data row needs 'prompt' and 'response' or 'messages', got keys {sorted(row)}")
+    if chat:
+        prompt = tokenizer.apply_chat_template(prompt_msgs, add_generation_prompt=True, tokenize=True)
+        prompt = prompt["input_ids"] if hasattr(prompt, "keys") else prompt
+    else:
+        prompt = tokenizer("\n".join(m["content"] for m in prompt_msgs))["input_ids"]
+    return list(prompt), tokenizer(response, add_special_tokens=False)["input_ids"]
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """The global batch of optimiser step ``step``: a pure function of (step, seed), so a resumed
+    run sees exactly the batches the uninterrupted run would have (epochs are fresh permutations)."""
+    per_epoch = max(n // batch_size, 1)
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+    return perm[k * batch_size:(k + 1) * batch_size].tolist()
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """Noise (masking ratios, positions) for one step, also a pure function of the step."""
+    return torch.Generator().manual_seed((seed * 7919 + step) * 131 + rank)
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+def atomic_dir(target: Path, write) -> None:
+    """``write(tmp)`` fills a temporary folder beside ``target``, which then replaces it, so a kill
+    at any moment leaves either the old checkpoint or the new one, never half of one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    write(tmp)
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class LossLog:
+    """``loss.jsonl`` in the output folder, appended as training goes; cut back to the resumed
+    step on resume so the curve of a resumed run equals an uninterrupted one."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        rows = []
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r["step"] <= resume_step]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        self.rows = rows
+
+    def add(self, **row) -> None:
+        self.rows.append(row)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def apply_lora(core: torch.nn.Module, r: int, alpha: float, dropout: float, targets: list[str]):
+    """Wrap the core's linear layers named in ``targets`` (suffix match) with LoRA adapters.
+
+    Fails loudly when a pattern matches nothing — dParallel's reference silently trained no
+    adapter on LLaDA's differently named modules (algorithms.md §8.1)."""
+    from peft import LoraConfig, get_peft_model
+
+    check(r > 0, f"lora_r must be a positive integer, got {r}")
+    linear = sorted({n.split(".")[-1] for n, m in core.named_modules() if isinstance(m, torch.nn.Linear)})
+    for t in targets:
+        check(t in linear, f"lora target {t!r} matches no module; the model's linear layers are {linear}")
+    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+    return get_peft_model(core, cfg)
