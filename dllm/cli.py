@@ -9,6 +9,8 @@ from pathlib import Path
 COMMANDS = {
     "generate": ("dllm.apps.generate", "decode prompts with a model and a sampler"),
     "train": ("dllm.apps.train", "run a training recipe (conf/recipe/)"),
+    "eval": ("dllm.apps.eval", "accuracy and speed of a model + sampler on task items"),
+    "bench": ("dllm.apps.bench", "samplers side by side with the baseline and the oracle; table + Pareto PNG"),
 }
 
 

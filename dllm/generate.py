@@ -158,12 +158,15 @@ def retire_finished(canvas: Canvas, rows: torch.Tensor, mask_id: int, end_ids: t
 @torch.no_grad()
 def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, gen_length: int = 64,
              block_length: int = 32, steps: int | None = None, cfg_scale: float = 0.0, stop_at_eos: bool = True,
-             chat_template: bool | None = None, seed: int | None = None, trace: bool = False) -> GenerationResult:
+             chat_template: bool | None = None, seed: int | None = None, trace: bool = False,
+             reference: list[torch.Tensor] | None = None) -> GenerationResult:
     """Decode ``prompts`` (text, or token-id lists) with ``sampler``.
 
     steps: schedule budget over the whole generation (None = gen_length, one token per forward for
     schedule-driven samplers); it must divide over the gen_length/block_length blocks. Threshold
     samplers ignore it and loop until each block is clean.
+    reference: per prompt, a known output of the generation area ([gen_length] ids) handed to
+    analysis samplers (the oracle); decoding itself never reads it.
     """
     check(isinstance(sampler, Sampler), f"sampler must be a dllm Sampler, got {type(sampler).__name__}")
     if prompts and isinstance(prompts[0], str):
@@ -182,6 +185,13 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     canvas = build_canvas(prompt_ids, gen_length, block_length, model.attention_kind, mask_id, model.pad_token_id,
                           block_length if model.attention_kind == "block_causal" else None, device)
     n, width = canvas.x.shape
+    ref = None
+    if reference is not None:
+        check(len(reference) == n, f"reference must have one entry per prompt ({n}), got {len(reference)}")
+        ref = torch.full((n, width), -1, dtype=torch.long, device=device)
+        for i, r in enumerate(reference):
+            check(r.numel() == gen_length, f"reference {i} must hold gen_length={gen_length} ids, got {r.numel()}")
+            ref[i, canvas.gen[i]] = r.to(device)
     stats = [SequenceStats(prompt_tokens=len(p)) for p in prompt_ids]
     step_at = torch.zeros((n, width), dtype=torch.long, device=device)
     conf_at = torch.zeros((n, width), dtype=torch.float64, device=device)
@@ -204,7 +214,8 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
             logits[..., banned] = float("-inf")  # never propose MASK (or a pad that is not an end token)
             state = StepState(logits=logits, tokens=canvas.x[live, a:b], masked=masked[live], block_step=j,
                               steps_per_block=per_block, block_masked=block_masked[live],
-                              end_token_ids=model.eos_token_ids, generator=generator)
+                              end_token_ids=model.eos_token_ids, generator=generator,
+                              reference=None if ref is None else ref[live, a:b])
             d = sampler.step(state)
             commit = d.commit & state.masked
             if not commit.any(-1).all():

@@ -5,6 +5,7 @@ from dllm.errors import DllmError
 from dllm.samplers.base import Decision, Sampler, StepState
 from dllm.samplers.dream import DreamSampler
 from dllm.samplers.llada import LLaDASampler
+from dllm.samplers.oracle import OracleSampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     "llada": LLaDASampler,
@@ -19,4 +20,7 @@ def build_sampler(name: str, **kwargs) -> Sampler:
 
 
 __all__ = ["SAMPLERS", "Sampler", "StepState", "Decision", "build_sampler"]
-__all__ += ["LLaDASampler", "DreamSampler"]
+# Analysis samplers need a reference output and are kept out of the production registry.
+ANALYSIS: dict[str, type[Sampler]] = {"oracle": OracleSampler}
+
+__all__ += ["LLaDASampler", "DreamSampler", "OracleSampler", "ANALYSIS"]

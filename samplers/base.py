@@ -20,6 +20,7 @@ class StepState:
     block_masked  [B] long — eligible positions of each row when the block started
     end_token_ids the model's end-of-text ids
     generator     torch.Generator for seeded sampling (None = global RNG)
+    reference     [B, W] long or None — a known final output (analysis samplers only; -1 = none)
     """
 
     logits: torch.Tensor
@@ -30,6 +31,7 @@ class StepState:
     block_masked: torch.Tensor
     end_token_ids: tuple[int, ...]
     generator: torch.Generator | None = None
+    reference: torch.Tensor | None = None
 
 
 @dataclass

@@ -1,0 +1,37 @@
+"""``dllm bench``: samplers side by side (with the baseline and the oracle); table + Pareto PNG."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from dllm.apps.common import build, one_line_errors
+from dllm.apps.eval import task_list
+from dllm.errors import check
+
+
+@one_line_errors
+def run(cfg: DictConfig) -> None:
+    from dllm.eval.bench import bench, write_outputs
+
+    check(cfg.baseline in cfg.samplers, f"baseline must be one of the samplers {list(cfg.samplers)}, got {cfg.baseline!r}")
+    check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
+    tasks = task_list(cfg.tasks)
+    model = build(cfg.model)
+    entries = {name: {"sampler": build(e.sampler), "steps": e.get("steps")} for name, e in cfg.samplers.items()}
+    gen = dict(gen_length=cfg.gen_length, block_length=cfg.block_length)
+    result = bench(model, entries, cfg.baseline, tasks, cfg.n_items, gen, cfg.batch_size)
+    command = "dllm bench " + " ".join(sys.argv[1:])
+    md = write_outputs(result, cfg.baseline, cfg.out_dir, cfg.title, command.strip())
+    for name, per_task in result.items():
+        s = per_task["all"]
+        print(f"{name:>16}: accuracy {s['accuracy']:5.1f} % | NFE {s['nfe']:6.2f} | tokens/forward "
+              f"{s['tokens_per_forward']:.2f} (real {s['real_tokens_per_forward']:.2f}) | {s['tokens_per_second']:.1f} tok/s")
+    print(f"wrote {md}")
+
+
+@hydra.main(config_path="pkg://dllm.conf", config_name="bench", version_base=None)
+def main(cfg: DictConfig) -> None:
+    run(cfg)

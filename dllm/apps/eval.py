@@ -1,0 +1,51 @@
+"""``dllm eval``: one model + sampler over task items; per-item JSONL and a summary table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig
+
+from dllm.apps.common import build, one_line_errors
+from dllm.errors import check
+
+
+def task_list(tasks) -> list[str]:
+    from dllm.eval.tasks import REASONING_TASKS, TINY_TASKS, get_task, reasoning_gym_available
+
+    if isinstance(tasks, str) and tasks == "tiny":
+        return [t for t in TINY_TASKS if t not in REASONING_TASKS or reasoning_gym_available()]
+    names = list(tasks) if isinstance(tasks, (list, ListConfig)) else [str(tasks)]
+    for n in names:
+        get_task(n)  # one-line error for an unknown name
+    return names
+
+
+def gen_kwargs(cfg: DictConfig) -> dict:
+    return dict(gen_length=cfg.gen_length, block_length=cfg.block_length, steps=cfg.steps, cfg_scale=cfg.cfg_scale,
+                stop_at_eos=cfg.stop_at_eos)
+
+
+@one_line_errors
+def run(cfg: DictConfig) -> None:
+    from dllm.eval.runner import evaluate, markdown_table
+
+    check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
+    check(cfg.batch_size > 0, f"batch_size must be a positive integer, got {cfg.batch_size}")
+    tasks = task_list(cfg.tasks)
+    model, sampler = build(cfg.model), build(cfg.sampler)
+    per_task = evaluate(model, sampler, tasks, cfg.n_items, gen_kwargs(cfg), cfg.batch_size, cfg.output)
+    table = markdown_table(per_task)
+    print(table)
+    s = per_task["all"]
+    print(f"[{sampler!r}] accuracy {s['accuracy']:.1f} % | NFE {s['nfe']:.1f} | tokens/forward "
+          f"{s['tokens_per_forward']:.2f} | {s['tokens_per_second']:.1f} tok/s | latency {s['latency']:.3f} s")
+    if cfg.summary:
+        Path(cfg.summary).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.summary).write_text(table + "\n")
+
+
+@hydra.main(config_path="pkg://dllm.conf", config_name="eval", version_base=None)
+def main(cfg: DictConfig) -> None:
+    run(cfg)

@@ -1,0 +1,93 @@
+"""Samplers side by side on the same items in one process, always with the one-token-per-step
+baseline and the oracle ceiling; a Markdown table and a Pareto plot (accuracy vs tokens/forward).
+
+Samplers take turns batch by batch (baseline, then the others, then the oracle on the baseline's
+outputs), so machine noise hits every sampler alike and speed ratios within one table hold.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dllm.eval.runner import run_batch, summarize
+from dllm.eval.tasks import get_task
+from dllm.samplers import OracleSampler
+
+
+def bench(model, entries: dict[str, dict], baseline: str, tasks: list[str], n_items: int, gen: dict,
+          batch_size: int = 16, progress: bool = True) -> dict[str, dict[str, dict]]:
+    """entries: name -> {"sampler": Sampler, "steps": int | None}. Returns {sampler: {task: summary}}
+    with "oracle" added; the oracle's reference is the baseline's output on each item."""
+    assert baseline in entries, f"baseline {baseline!r} must be one of the entries {list(entries)}"
+    order = [baseline] + [n for n in entries if n != baseline]
+    items = [it for name in tasks for it in get_task(name).items("test", n_items)]
+    rows: dict[str, list[dict]] = {n: [] for n in order + ["oracle"]}
+    bar = tqdm(total=len(items), desc="bench", disable=not progress)
+    for s in range(0, len(items), batch_size):
+        chunk = items[s:s + batch_size]
+        ref = None
+        for name in order:
+            e = entries[name]
+            out, res = run_batch(model, e["sampler"], chunk, {**gen, "steps": e.get("steps")})
+            rows[name] += out
+            if name == baseline:
+                ref = res.ids
+        out, _ = run_batch(model, OracleSampler(), chunk, {**gen, "steps": entries[baseline].get("steps")}, reference=ref)
+        rows["oracle"] += out
+        bar.update(len(chunk))
+    bar.close()
+    result = {}
+    for name, rs in rows.items():
+        result[name] = {t: summarize([r for r in rs if r["task"] == t]) for t in tasks}
+        result[name]["all"] = summarize(rs)
+    return result
+
+
+def bench_table(result: dict[str, dict[str, dict]], baseline: str) -> str:
+    base = result[baseline]
+    head = ["task", "sampler", "acc %", "NFE", "tok/fwd", "real tok/fwd", "tok/s", "speed-up", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    tasks = list(base)
+    for t in tasks:
+        for name, per_task in result.items():
+            s = per_task[t]
+            speed = s["tokens_per_second"] / max(base[t]["tokens_per_second"], 1e-9)
+            lines.append(f"| {t} | {name} | {s['accuracy']:.1f} | {s['nfe']:.2f} | {s['tokens_per_forward']:.2f} | "
+                         f"{s['real_tokens_per_forward']:.2f} | {s['tokens_per_second']:.1f} | {speed:.2f}x | "
+                         f"{s['wall_time']:.2f} |")
+    return "\n".join(lines)
+
+
+def pareto_plot(result: dict[str, dict[str, dict]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name, per_task in result.items():
+        s = per_task["all"]
+        marker = "*" if name == "oracle" else "o"
+        ax.scatter(s["tokens_per_forward"], s["accuracy"], s=140 if marker == "*" else 60, marker=marker, zorder=3)
+        ax.annotate(name, (s["tokens_per_forward"], s["accuracy"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("tokens per forward (answer area)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(result, baseline: str, out_dir: str | Path, title: str, command: str) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "bench.md"
+    md.write_text(f"# {title}\n\nCommand: `{command}`\n\n{bench_table(result, baseline)}\n\n![pareto](pareto.png)\n")
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    pareto_plot(result, out / "pareto.png", title)
+    return md

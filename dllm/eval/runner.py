@@ -1,0 +1,111 @@
+"""Run a model + sampler over task items: per-item JSONL written as it goes (resumable), and the
+summary metrics every table in the project reports (algorithms.md §0.6):
+
+accuracy · NFE per item · tokens/forward over the answer area · tokens/forward over real tokens
+(end-of-text excluded) · generated tokens/s (prompt, padding and end-of-text excluded) · latency.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dllm.eval.tasks import Item, get_task
+from dllm.generate import generate
+
+
+def item_key(row: dict) -> tuple[str, int]:
+    return row["task"], row["index"]
+
+
+def read_done(path: Path | None) -> dict[tuple[str, int], dict]:
+    """Rows already written by an interrupted run (a torn last line is ignored and rewritten)."""
+    if path is None or not path.exists():
+        return {}
+    done = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[item_key(row)] = row
+    return done
+
+
+def run_batch(model, sampler, items: list[Item], gen: dict, reference=None) -> tuple[list[dict], object]:
+    """Decode one batch of items; return per-item rows (scored) and the raw result."""
+    res = generate(model, [it.prompt for it in items], sampler, reference=reference, **gen)
+    rows = []
+    for it, text, st in zip(items, res.text, res.stats):
+        rows.append({"task": it.task, "prompt": it.prompt, "reference": it.reference, "output": text,
+                     "score": float(get_task(it.task).score(it, text)), "nfe": st.nfe,
+                     "committed": st.committed, "gen_tokens": st.gen_tokens,
+                     "tokens_per_forward": st.tokens_per_forward, "real_tokens_per_forward": st.real_tokens_per_forward,
+                     "time": st.wall_time, "batch_size": len(items)})
+    return rows, res
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Aggregate per-item rows. Throughput divides by batch wall time once per batch (each row of a
+    batch carries the batch's wall time)."""
+    if not rows:
+        return {}
+    n = len(rows)
+    nfe = sum(r["nfe"] for r in rows)
+    wall = sum(r["time"] / r["batch_size"] for r in rows)
+    return {
+        "items": n,
+        "accuracy": 100.0 * sum(r["score"] for r in rows) / n,
+        "nfe": nfe / n,
+        "tokens_per_forward": sum(r["committed"] for r in rows) / max(nfe, 1),
+        "real_tokens_per_forward": sum(r["gen_tokens"] for r in rows) / max(nfe, 1),
+        "tokens_per_second": sum(r["gen_tokens"] for r in rows) / max(wall, 1e-9),
+        "latency": sum(r["time"] for r in rows) / n,
+        "wall_time": wall,
+    }
+
+
+def evaluate(model, sampler, tasks: list[str], n_items: int, gen: dict, batch_size: int = 16,
+             out_path: str | Path | None = None, progress: bool = True) -> dict[str, dict]:
+    """Evaluate on the first ``n_items`` test items of each task. Rows are appended to
+    ``out_path`` as they finish; a rerun skips the items already there."""
+    out_path = Path(out_path) if out_path else None
+    done = read_done(out_path)
+    if out_path:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        # rewrite without a possibly torn last line before appending
+        out_path.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+    todo = []
+    for name in tasks:
+        for i, it in enumerate(get_task(name).items("test", n_items)):
+            if (name, i) not in done:
+                todo.append((i, it))
+    bar = tqdm(total=len(todo), desc="eval", disable=not progress or not todo)
+    for s in range(0, len(todo), batch_size):
+        chunk = todo[s:s + batch_size]
+        rows, _ = run_batch(model, sampler, [it for _, it in chunk], gen)
+        for (i, _), row in zip(chunk, rows):
+            row["index"] = i
+            done[item_key(row)] = row
+            if out_path:
+                with out_path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+        bar.update(len(chunk))
+    bar.close()
+    per_task = {name: summarize([r for k, r in done.items() if k[0] == name and k[1] < n_items]) for name in tasks}
+    per_task["all"] = summarize([r for k, r in done.items() if k[0] in tasks and k[1] < n_items])
+    return per_task
+
+
+def markdown_table(per_task: dict[str, dict], label: str | None = None) -> str:
+    cols = ["accuracy", "nfe", "tokens_per_forward", "real_tokens_per_forward", "tokens_per_second", "latency"]
+    head = ["task"] + ([label] if label else []) + ["acc %", "NFE", "tok/fwd", "real tok/fwd", "tok/s", "latency s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in per_task.items():
+        if not s:
+            continue
+        vals = [f"{s[c]:.1f}" if c == "accuracy" else f"{s[c]:.2f}" for c in cols]
+        lines.append("| " + " | ".join([name] + ([label] if label else []) + vals) + " |")
+    return "\n".join(lines)
