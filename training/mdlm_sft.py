@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -128,7 +129,7 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
                             betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, common.lr_lambda(warmup_steps, max_steps, min_lr_ratio))
-    step = 0
+    step, seconds = 0, 0.0
     if resumed:
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
         if lora_r:
@@ -136,6 +137,7 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = state["step"]
+        seconds = float(state.get("train_seconds", 0.0))
     model, opt = acc.prepare(model, opt)
     base = acc.unwrap_model(model)
     log = common.LossLog(out / "loss.jsonl", step) if acc.is_main_process else None
@@ -156,14 +158,17 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
         def write(tmp: Path):
             save_pretrained(to_save, tmp / "model")
             if not final:
-                state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step}
+                state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                         "train_seconds": seconds + time.perf_counter() - started}
                 if lora_r:
                     state["core"] = core.state_dict()
                 torch.save(state, tmp / "trainer_state.pt")
-            (tmp / "recipe.json").write_text(json.dumps({"recipe": "mdlm_sft", "step": step, "data": data}))
+            (tmp / "recipe.json").write_text(json.dumps({"recipe": "mdlm_sft", "step": step, "data": data,
+                                                         "train_seconds": seconds + time.perf_counter() - started}))
 
         common.atomic_dir(out / ("final" if final else "checkpoint"), write)
 
+    started = time.perf_counter()
     bar = tqdm(total=max_steps, initial=step, desc="mdlm_sft", disable=not acc.is_main_process)
     while step < max_steps:
         idx = common.batch_indices(len(examples), batch_size, step, seed)[acc.process_index::acc.num_processes]
