@@ -4,12 +4,20 @@ the conformance test read."""
 from dllm.errors import DllmError
 from dllm.samplers.base import Decision, Sampler, StepState
 from dllm.samplers.dream import DreamSampler
+from dllm.samplers.entropy_threshold import EntropyThresholdSampler
+from dllm.samplers.factor import FactorSampler
 from dllm.samplers.llada import LLaDASampler
+from dllm.samplers.localleap import LocalLeapSampler
 from dllm.samplers.oracle import OracleSampler
+from dllm.samplers.threshold import ThresholdSampler
 
 SAMPLERS: dict[str, type[Sampler]] = {
     "llada": LLaDASampler,
     "dream": DreamSampler,
+    "threshold": ThresholdSampler,
+    "factor": FactorSampler,
+    "localleap": LocalLeapSampler,
+    "entropy_threshold": EntropyThresholdSampler,
 }
 
 
@@ -23,4 +31,5 @@ __all__ = ["SAMPLERS", "Sampler", "StepState", "Decision", "build_sampler"]
 # Analysis samplers need a reference output and are kept out of the production registry.
 ANALYSIS: dict[str, type[Sampler]] = {"oracle": OracleSampler}
 
-__all__ += ["LLaDASampler", "DreamSampler", "OracleSampler", "ANALYSIS"]
+__all__ += ["LLaDASampler", "DreamSampler", "ThresholdSampler", "FactorSampler", "LocalLeapSampler",
+            "EntropyThresholdSampler", "OracleSampler", "ANALYSIS"]

@@ -31,9 +31,7 @@ class DreamSampler(Sampler):
     def __init__(self, alg: str = "entropy", temperature: float = 0.0, top_p: float | None = None,
                  top_k: int | None = None, alg_temp: float | None = None, eps: float = 1e-3):
         check(alg in ALGS, f"alg must be one of {ALGS}, got {alg!r}")
-        check(temperature >= 0, f"temperature must be >= 0, got {temperature}")
-        check(top_p is None or 0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}")
-        check(top_k is None or top_k >= 0, f"top_k must be >= 0 (0 = off), got {top_k}")
+        ops.check_proposal_knobs(temperature, top_p, top_k)
         check(alg_temp is None or alg_temp >= 0, f"alg_temp must be >= 0, got {alg_temp}")
         check(0 < eps < 1, f"eps must be in (0, 1), got {eps}")
         self.alg, self.temperature, self.top_p, self.top_k = alg, temperature, top_p, top_k

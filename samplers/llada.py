@@ -28,9 +28,7 @@ class LLaDASampler(Sampler):
 
     def __init__(self, temperature: float = 0.0, remasking: str = "low_confidence", top_p: float | None = None,
                  top_k: int | None = None, logits_eos_inf: bool = False, confidence_eos_eot_inf: bool = False):
-        check(temperature >= 0, f"temperature must be >= 0, got {temperature}")
-        check(top_p is None or 0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}")
-        check(top_k is None or top_k >= 0, f"top_k must be >= 0 (0 = off), got {top_k}")
+        ops.check_proposal_knobs(temperature, top_p, top_k)
         check(remasking in REMASKING, f"remasking must be one of {REMASKING}, got {remasking!r}")
         self.temperature = temperature
         self.remasking = remasking
@@ -44,11 +42,8 @@ class LLaDASampler(Sampler):
         ends = torch.tensor(state.end_token_ids, device=logits.device)
         if self.logits_eos_inf:
             logits = logits.index_fill(-1, ends, ops.NEG_INF)
-        proposal = ops.filter_top_p(ops.filter_top_k(logits, self.top_k), self.top_p)
-        tokens = ops.gumbel_argmax(proposal, self.temperature, state.generator)  # [B, W]
-        if self.remasking == "low_confidence":
-            conf = ops.prob_of(ops.probs64(logits), tokens)  # raw (noise-free) softmax, float64
-        else:
+        tokens, conf = ops.propose(logits, self.temperature, self.top_p, self.top_k, state.generator)  # [B, W]
+        if self.remasking == "random":
             conf = torch.rand(tokens.shape, dtype=torch.float64, device=tokens.device, generator=state.generator)
         score = conf
         if self.confidence_eos_eot_inf:

@@ -83,3 +83,28 @@ def at_least_one(commit: torch.Tensor, scores: torch.Tensor, masked: torch.Tenso
     best = top_k_mask(scores.masked_fill(~masked, NEG_INF), torch.ones(scores.shape[0], dtype=torch.long, device=scores.device))
     need = masked.any(-1) & ~commit.any(-1)
     return commit | (best & need[:, None])
+
+
+def propose(logits: torch.Tensor, temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Proposals and their confidence (LLaDA / Fast-dLLM convention, §0.4): tokens [B, W] from
+    Gumbel-max over the filtered logits at ``temperature`` (argmax at 0); confidence [B, W] float64
+    = softmax of the raw logits at the proposed token."""
+    tokens = gumbel_argmax(filter_top_p(filter_top_k(logits, top_k), top_p), temperature, generator)
+    return tokens, prob_of(probs64(logits), tokens)
+
+
+def check_unit_interval(name: str, value: float | None, allow_none: bool = False) -> None:
+    from dllm.errors import check
+
+    if value is None and allow_none:
+        return
+    check(value is not None and 0 < value <= 1, f"{name} must be in (0, 1], got {value}")
+
+
+def check_proposal_knobs(temperature: float, top_p: float | None, top_k: int | None) -> None:
+    from dllm.errors import check
+
+    check(temperature >= 0, f"temperature must be >= 0, got {temperature}")
+    check(top_p is None or 0 < top_p <= 1, f"top_p must be in (0, 1], got {top_p}")
+    check(top_k is None or top_k >= 0, f"top_k must be >= 0 (0 = off), got {top_k}")
