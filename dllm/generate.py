@@ -34,6 +34,7 @@ class SequenceStats:
     prompt_tokens: int = 0
     wall_time: float = 0.0  # seconds of the batch this row was decoded in
     stopped_early: bool = False  # retired once its text was complete
+    truncations: int = 0  # end-of-text predictions that cut the canvas (Learn2PD EoTP)
 
     @property
     def tokens_per_forward(self) -> float:
@@ -155,6 +156,19 @@ def retire_finished(canvas: Canvas, rows: torch.Tensor, mask_id: int, end_ids: t
     return done
 
 
+def truncate(canvas: Canvas, rows: torch.Tensor, a: int, end_at: torch.Tensor, eos: torch.Tensor, mask_id: int,
+             stats: list) -> None:
+    """End-of-text prediction: for each row with end_at ≥ 0, every still-masked generation position
+    after window index end_at becomes end-of-text and is never decoded. Counted per row."""
+    col = torch.arange(canvas.x.shape[1], device=canvas.x.device)[None]
+    cut = (end_at >= 0)[:, None] & (col > (a + end_at)[:, None])
+    x = canvas.x[rows]
+    fill = cut & canvas.gen[rows] & (x == mask_id)
+    canvas.x[rows] = torch.where(fill, eos, x)
+    for r, hit in zip(rows.tolist(), (end_at >= 0).tolist()):
+        stats[r].truncations += int(hit)
+
+
 @torch.no_grad()
 def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, gen_length: int = 64,
              block_length: int = 32, steps: int | None = None, cfg_scale: float = 0.0, stop_at_eos: bool = True,
@@ -200,8 +214,23 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     start = time.perf_counter()
 
+    def count(rows: torch.Tensor, forwards: int, tokens_factor: int) -> None:
+        fed = canvas.valid[rows].sum(-1) * (2 if cfg_scale else 1) * tokens_factor
+        for r, f in zip(rows.tolist(), fed.tolist()):
+            stats[r].nfe += forwards
+            stats[r].forward_tokens += f
+
+    def window_logits(rows, a, b, windows=None):
+        """[len(rows), W, V] logits; with ``windows`` [len(rows), W] the window is replaced first."""
+        sub = canvas if windows is None else canvas.with_window(rows, a, b, windows)
+        idx = rows if windows is None else torch.arange(len(rows), device=device)
+        logits = forward(model, sub, idx, (a, b), cfg_scale)
+        logits[..., banned] = float("-inf")  # never propose MASK (or a pad that is not an end token)
+        return logits
+
     for a, b in canvas.blocks:
         block_masked = canvas.window_masked(a, b, mask_id).sum(-1)  # [n]
+        pending = None  # (rows, logits) a sampler already computed for the current state
         j = 0
         while True:
             masked = canvas.window_masked(a, b, mask_id)
@@ -210,25 +239,37 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
                 break
             if j > b - a:  # every step commits ≥ 1, so a block can never need more forwards
                 raise RuntimeError(f"block [{a}, {b}) did not finish in {b - a} forwards")
-            logits = forward(model, canvas, live, (a, b), cfg_scale)
-            logits[..., banned] = float("-inf")  # never propose MASK (or a pad that is not an end token)
+            if pending is not None and bool(torch.isin(live, pending[0]).all()):
+                logits = pending[1][torch.searchsorted(pending[0], live)]
+            else:
+                logits = window_logits(live, a, b)
+                count(live, 1, 1)
+
+            def verify(drafts: torch.Tensor, rows=live, a=a, b=b) -> torch.Tensor:
+                """drafts [n, K, W] -> logits [n, K, W, V] in one batched forward (counted as one
+                forward of K× the tokens)."""
+                n_rows, k, w = drafts.shape
+                out = window_logits(rows.repeat_interleave(k), a, b, drafts.reshape(n_rows * k, w))
+                count(rows, 1, k)
+                return out.view(n_rows, k, w, -1)
+
             state = StepState(logits=logits, tokens=canvas.x[live, a:b], masked=masked[live], block_step=j,
                               steps_per_block=per_block, block_masked=block_masked[live],
                               end_token_ids=model.eos_token_ids, generator=generator,
-                              reference=None if ref is None else ref[live, a:b])
+                              reference=None if ref is None else ref[live, a:b], verify=verify)
             d = sampler.step(state)
             commit = d.commit & state.masked
             if not commit.any(-1).all():
                 raise RuntimeError(f"{type(sampler).__name__} committed no token for a row that had masks")
             canvas.x[live, a:b] = torch.where(commit, d.tokens, state.tokens)
-            nfe[live] += 1
+            nfe[live] = torch.tensor([stats[r].nfe for r in live.tolist()], device=device)
             step_at[live, a:b] = torch.where(commit, nfe[live][:, None], step_at[live, a:b])
             conf_at[live, a:b] = torch.where(commit, d.confidence.double(), conf_at[live, a:b])
-            fed = canvas.valid[live].sum(-1) * (2 if cfg_scale else 1)
-            for r, c, f in zip(live.tolist(), commit.sum(-1).tolist(), fed.tolist()):
-                stats[r].nfe += 1
+            for r, c in zip(live.tolist(), commit.sum(-1).tolist()):
                 stats[r].committed += c
-                stats[r].forward_tokens += f
+            if d.end_at is not None:
+                truncate(canvas, live, a, d.end_at, end_ids[0], mask_id, stats)
+            pending = None if d.next_logits is None else (live, d.next_logits)
             if stop_at_eos:
                 done = retire_finished(canvas, live, mask_id, end_ids)
                 finished[live] |= done

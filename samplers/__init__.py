@@ -6,6 +6,7 @@ from dllm.samplers.base import Decision, Sampler, StepState
 from dllm.samplers.dream import DreamSampler
 from dllm.samplers.entropy_threshold import EntropyThresholdSampler
 from dllm.samplers.factor import FactorSampler
+from dllm.samplers.freedave import FreeDaveSampler
 from dllm.samplers.llada import LLaDASampler
 from dllm.samplers.localleap import LocalLeapSampler
 from dllm.samplers.oracle import OracleSampler
@@ -18,6 +19,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "factor": FactorSampler,
     "localleap": LocalLeapSampler,
     "entropy_threshold": EntropyThresholdSampler,
+    "freedave": FreeDaveSampler,
 }
 
 
@@ -32,4 +34,4 @@ __all__ = ["SAMPLERS", "Sampler", "StepState", "Decision", "build_sampler"]
 ANALYSIS: dict[str, type[Sampler]] = {"oracle": OracleSampler}
 
 __all__ += ["LLaDASampler", "DreamSampler", "ThresholdSampler", "FactorSampler", "LocalLeapSampler",
-            "EntropyThresholdSampler", "OracleSampler", "ANALYSIS"]
+            "EntropyThresholdSampler", "FreeDaveSampler", "OracleSampler", "ANALYSIS"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -21,6 +22,8 @@ class StepState:
     end_token_ids the model's end-of-text ids
     generator     torch.Generator for seeded sampling (None = global RNG)
     reference     [B, W] long or None — a known final output (analysis samplers only; -1 = none)
+    verify        the engine's draft hook: drafts [B, K, W] -> logits [B, K, W, V] in one batched
+                  forward (draft-and-verify samplers; never call the model yourself)
     """
 
     logits: torch.Tensor
@@ -32,16 +35,23 @@ class StepState:
     end_token_ids: tuple[int, ...]
     generator: torch.Generator | None = None
     reference: torch.Tensor | None = None
+    verify: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass
 class Decision:
     """commit [B, W] bool ⊆ masked (≥ 1 per row that has a masked position); tokens [B, W] long
-    proposals (read where commit); confidence [B, W] float64 score of each proposal (for traces)."""
+    proposals (read where commit); confidence [B, W] float64 score of each proposal (for traces).
+
+    end_at [B] long or None: end-of-text prediction — every masked position after this window
+    index becomes end-of-text (−1 = no cut). next_logits [B, W, V] or None: logits of the state
+    after this commit, when the sampler already has them (a verified draft), saving a forward."""
 
     commit: torch.Tensor
     tokens: torch.Tensor
     confidence: torch.Tensor
+    end_at: torch.Tensor | None = None
+    next_logits: torch.Tensor | None = None
 
 
 class Sampler(ABC):
