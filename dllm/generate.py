@@ -156,15 +156,14 @@ def retire_finished(canvas: Canvas, rows: torch.Tensor, mask_id: int, end_ids: t
     return done
 
 
-def truncate(canvas: Canvas, rows: torch.Tensor, a: int, end_at: torch.Tensor, eos: torch.Tensor, mask_id: int,
-             stats: list) -> None:
-    """End-of-text prediction: for each row with end_at ≥ 0, every still-masked generation position
-    after window index end_at becomes end-of-text and is never decoded. Counted per row."""
+def truncate(canvas: Canvas, rows: torch.Tensor, a: int, end_at: torch.Tensor, eos: torch.Tensor, stats: list) -> None:
+    """End-of-text prediction: for each row with end_at ≥ 0, the canvas ends at window index end_at:
+    every generation position after it becomes end-of-text (the reference truncates the canvas
+    there) and is never decoded. Counted per row."""
     col = torch.arange(canvas.x.shape[1], device=canvas.x.device)[None]
     cut = (end_at >= 0)[:, None] & (col > (a + end_at)[:, None])
     x = canvas.x[rows]
-    fill = cut & canvas.gen[rows] & (x == mask_id)
-    canvas.x[rows] = torch.where(fill, eos, x)
+    canvas.x[rows] = torch.where(cut & canvas.gen[rows], eos, x)
     for r, hit in zip(rows.tolist(), (end_at >= 0).tolist()):
         stats[r].truncations += int(hit)
 
@@ -268,7 +267,7 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
             for r, c in zip(live.tolist(), commit.sum(-1).tolist()):
                 stats[r].committed += c
             if d.end_at is not None:
-                truncate(canvas, live, a, d.end_at, end_ids[0], mask_id, stats)
+                truncate(canvas, live, a, d.end_at, end_ids[0], stats)
             pending = None if d.next_logits is None else (live, d.next_logits)
             if stop_at_eos:
                 done = retire_finished(canvas, live, mask_id, end_ids)

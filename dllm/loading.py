@@ -102,7 +102,7 @@ def read_state_dict(folder: Path, family: Family, expected: dict[str, torch.Size
         weight_map = json.loads(index.read_text())["weight_map"]
         files = sorted(set(weight_map.values()))
     else:
-        files = [p.name for p in sorted(folder.glob("*.safetensors"))]
+        files = [p.name for p in sorted(folder.glob("model*.safetensors"))]
     check(bool(files), f"model folder {folder} has no *.safetensors weights (pickled checkpoints are not loaded)")
     state = {}
     for fname in files:

@@ -7,6 +7,7 @@ from dllm.samplers.dream import DreamSampler
 from dllm.samplers.entropy_threshold import EntropyThresholdSampler
 from dllm.samplers.factor import FactorSampler
 from dllm.samplers.freedave import FreeDaveSampler
+from dllm.samplers.learn2pd import Learn2PDFilter, Learn2PDSampler
 from dllm.samplers.llada import LLaDASampler
 from dllm.samplers.localleap import LocalLeapSampler
 from dllm.samplers.oracle import OracleSampler
@@ -34,4 +35,4 @@ __all__ = ["SAMPLERS", "Sampler", "StepState", "Decision", "build_sampler"]
 ANALYSIS: dict[str, type[Sampler]] = {"oracle": OracleSampler}
 
 __all__ += ["LLaDASampler", "DreamSampler", "ThresholdSampler", "FactorSampler", "LocalLeapSampler",
-            "EntropyThresholdSampler", "FreeDaveSampler", "OracleSampler", "ANALYSIS"]
+            "EntropyThresholdSampler", "FreeDaveSampler", "Learn2PDSampler", "Learn2PDFilter", "OracleSampler", "ANALYSIS"]
