@@ -13,7 +13,7 @@ from dllm.models import FAMILIES
 from dllm.models.core import CoreConfig
 
 WORDS = ("the a an is of and to in it on cat dog sat ran big red blue one two three four five six seven "
-         "eight nine ten yes no up down left right hello world").split()
+         "eight nine ten yes no up down left right hello world user assistant system").split()
 SPECIALS = {
     "llada": {"mask": "<|mdm_mask|>", "eos": "<|endoftext|>", "extra": ["<|eot_id|>"]},
     "dream": {"mask": "<|mask|>", "eos": "<|endoftext|>", "extra": ["<|im_end|>"]},

@@ -20,8 +20,13 @@ def run(cfg: DictConfig) -> None:
     check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
     tasks = task_list(cfg.tasks)
     model = build(cfg.model)
-    entries = {name: {"sampler": build(e.sampler), "steps": e.get("steps")} for name, e in cfg.samplers.items()}
-    gen = dict(gen_length=cfg.gen_length, block_length=cfg.block_length)
+    entries = {}
+    for name, e in cfg.samplers.items():
+        overrides = {k: v for k, v in e.items() if k != "sampler"}
+        bad = set(overrides) - {"steps", "stop_at_eos", "block_length", "cfg_scale"}
+        check(not bad, f"bench entry {name!r}: keys must be sampler, steps, stop_at_eos, block_length, cfg_scale; got {sorted(bad)}")
+        entries[name] = {"sampler": build(e.sampler), **overrides}
+    gen = dict(gen_length=cfg.gen_length, block_length=cfg.block_length, stop_at_eos=cfg.get("stop_at_eos", True))
     result = bench(model, entries, cfg.baseline, tasks, cfg.n_items, gen, cfg.batch_size)
     command = "dllm bench " + " ".join(sys.argv[1:])
     md = write_outputs(result, cfg.baseline, cfg.out_dir, cfg.title, command.strip())

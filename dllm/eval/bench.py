@@ -19,25 +19,29 @@ from dllm.samplers import OracleSampler
 
 def bench(model, entries: dict[str, dict], baseline: str, tasks: list[str], n_items: int, gen: dict,
           batch_size: int = 16, progress: bool = True) -> dict[str, dict[str, dict]]:
-    """entries: name -> {"sampler": Sampler, "steps": int | None}. Returns {sampler: {task: summary}}
-    with "oracle" added; the oracle's reference is the baseline's output on each item."""
+    """entries: name -> {"sampler": Sampler, **generate overrides (steps, stop_at_eos, ...)}.
+    Returns {sampler: {task: summary}} with "oracle" added; the oracle's reference is the
+    baseline's output on each item (decoded with the baseline's settings)."""
     assert baseline in entries, f"baseline {baseline!r} must be one of the entries {list(entries)}"
     order = [baseline] + [n for n in entries if n != baseline]
     items = [it for name in tasks for it in get_task(name).items("test", n_items)]
     rows: dict[str, list[dict]] = {n: [] for n in order + ["oracle"]}
+    def kwargs(name):
+        return {**gen, **{k: v for k, v in entries[name].items() if k != "sampler"}}
+
     for name in order:  # warm-up (thread pools, allocator) outside the timed loop
-        run_batch(model, entries[name]["sampler"], items[:1], {**gen, "steps": entries[name].get("steps")})
+        run_batch(model, entries[name]["sampler"], items[:1], kwargs(name))
     bar = tqdm(total=len(items), desc="bench", disable=not progress)
     for s in range(0, len(items), batch_size):
         chunk = items[s:s + batch_size]
         ref = None
         for name in order:
             e = entries[name]
-            out, res = run_batch(model, e["sampler"], chunk, {**gen, "steps": e.get("steps")})
+            out, res = run_batch(model, e["sampler"], chunk, kwargs(name))
             rows[name] += out
             if name == baseline:
                 ref = res.ids
-        out, _ = run_batch(model, OracleSampler(), chunk, {**gen, "steps": entries[baseline].get("steps")}, reference=ref)
+        out, _ = run_batch(model, OracleSampler(), chunk, kwargs(baseline), reference=ref)
         rows["oracle"] += out
         bar.update(len(chunk))
     bar.close()
