@@ -21,6 +21,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "localleap": LocalLeapSampler,
     "entropy_threshold": EntropyThresholdSampler,
     "freedave": FreeDaveSampler,
+    "learn2pd": Learn2PDSampler,
 }
 
 

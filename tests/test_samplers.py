@@ -128,8 +128,8 @@ def test_unknown_sampler_name():
 def test_every_sampler_runs_through_the_loop(checkpoints, name, family):
     """Conformance: each registered sampler at its defaults fills every mask, on every family."""
     model = dllm.load(checkpoints[family])
-    out = dllm.generate(model, ["the cat sat on", "one two"], SAMPLERS[name](), gen_length=16, block_length=8,
+    out = dllm.generate(model, ["the cat sat on", "one two"], SAMPLERS[name](), gen_length=64, block_length=32,
                         stop_at_eos=False)
     for ids, st in zip(out.ids, out.stats):
-        assert ids.numel() == 16 and not (ids == model.mask_token_id).any()
-        assert st.committed == 16 and 1 <= st.nfe <= 16
+        assert ids.numel() == 64 and not (ids == model.mask_token_id).any()
+        assert (st.committed == 64 or st.truncations > 0) and 1 <= st.nfe <= 64

@@ -38,7 +38,7 @@ def load_records(data: str, split: str = "train"):
 def task_rows(spec: str) -> list[dict]:
     """``tasks:<names>:<n>`` -> the first n train items of each task as prompt/response rows.
     ``<names>`` is ``tiny`` (the embedded model's suite; reasoning-gym tasks only when installed)
-    or task names joined by ``+``."""
+    or task names joined by ``+``; a name may carry its own count (``waiting_line/sort=40000``)."""
     from dllm.eval.tasks import REASONING_TASKS, TINY_TASKS, get_task
 
     parts = spec.split(":")
@@ -48,9 +48,10 @@ def task_rows(spec: str) -> list[dict]:
     else:
         names = parts[1].split("+")
     rows = []
-    for name in names:
+    for entry in names:
+        name, _, count = entry.partition("=")
         rows += [{"prompt": it.prompt, "response": it.reference, "task": name}
-                 for it in get_task(name).items("train", int(parts[2]))]
+                 for it in get_task(name).items("train", int(count or parts[2]))]
     return rows
 
 

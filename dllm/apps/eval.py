@@ -14,8 +14,10 @@ from dllm.errors import check
 def task_list(tasks) -> list[str]:
     from dllm.eval.tasks import REASONING_TASKS, TINY_TASKS, get_task, reasoning_gym_available
 
-    if isinstance(tasks, str) and tasks == "tiny":
+    if isinstance(tasks, str) and tasks == "tiny":  # the whole small-model suite
         return [t for t in TINY_TASKS if t not in REASONING_TASKS or reasoning_gym_available()]
+    if isinstance(tasks, str) and tasks == "trained":  # what dllm-tiny was trained on
+        return [t for t in TINY_TASKS if t not in REASONING_TASKS]
     names = list(tasks) if isinstance(tasks, (list, ListConfig)) else [str(tasks)]
     for n in names:
         get_task(n)  # one-line error for an unknown name

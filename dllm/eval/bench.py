@@ -45,6 +45,9 @@ def bench(model, entries: dict[str, dict], baseline: str, tasks: list[str], n_it
         rows["oracle"] += out
         bar.update(len(chunk))
     bar.close()
+    for name, rs in rows.items():  # output identical to the baseline's, item by item
+        for r, b in zip(rs, rows[baseline]):
+            r["same"] = r["output"] == b["output"]
     result = {}
     for name, rs in rows.items():
         result[name] = {t: summarize([r for r in rs if r["task"] == t]) for t in tasks}
@@ -54,7 +57,8 @@ def bench(model, entries: dict[str, dict], baseline: str, tasks: list[str], n_it
 
 def bench_table(result: dict[str, dict[str, dict]], baseline: str) -> str:
     base = result[baseline]
-    head = ["task", "sampler", "acc %", "NFE", "tok/fwd", "real tok/fwd", "tok/s", "speed-up", "wall s"]
+    head = ["task", "sampler", "acc %", "NFE", "tok/fwd", "real tok/fwd", "tok/s", "speed-up", "= baseline %",
+            "fwd tokens", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     tasks = list(base)
     for t in tasks:
@@ -64,7 +68,7 @@ def bench_table(result: dict[str, dict[str, dict]], baseline: str) -> str:
             speed = f"{s['tokens_per_second'] / b:.2f}x" if b > 0 else "—"
             lines.append(f"| {t} | {name} | {s['accuracy']:.1f} | {s['nfe']:.2f} | {s['tokens_per_forward']:.2f} | "
                          f"{s['real_tokens_per_forward']:.2f} | {s['tokens_per_second']:.1f} | {speed} | "
-                         f"{s['wall_time']:.2f} |")
+                         f"{s['same_as_baseline']:.0f} | {s['forward_tokens']:.0f} | {s['wall_time']:.2f} |")
     return "\n".join(lines)
 
 
@@ -90,11 +94,34 @@ def pareto_plot(result: dict[str, dict[str, dict]], path: Path, title: str) -> N
     plt.close(fig)
 
 
+def overview_table(result: dict[str, dict[str, dict]], baseline: str) -> str:
+    """One row per sampler over all tasks, with ratios to the baseline and to the oracle."""
+    base, orc = result[baseline]["all"], result["oracle"]["all"]
+    lines = ["| sampler | acc % | Δacc | NFE | fewer forwards | tok/fwd | % of oracle tok/fwd | tok/s | speed-up | = baseline % |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, per_task in result.items():
+        s = per_task["all"]
+        lines.append(f"| {name} | {s['accuracy']:.1f} | {s['accuracy'] - base['accuracy']:+.1f} | {s['nfe']:.2f} | "
+                     f"{base['nfe'] / max(s['nfe'], 1e-9):.2f}x | {s['tokens_per_forward']:.2f} | "
+                     f"{100 * s['tokens_per_forward'] / max(orc['tokens_per_forward'], 1e-9):.0f} | "
+                     f"{s['tokens_per_second']:.1f} | {s['tokens_per_second'] / max(base['tokens_per_second'], 1e-9):.2f}x | "
+                     f"{s['same_as_baseline']:.0f} |")
+    return "\n".join(lines)
+
+
 def write_outputs(result, baseline: str, out_dir: str | Path, title: str, command: str) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md = out / "bench.md"
-    md.write_text(f"# {title}\n\nCommand: `{command}`\n\n{bench_table(result, baseline)}\n\n![pareto](pareto.png)\n")
+    import os
+    import platform
+
+    import torch
+
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    md.write_text(f"# {title}\n\nCommand: `{command}`  \nMachine: {machine}; all samplers in one process, "
+                  f"taking turns batch by batch.\n\n## All tasks\n\n{overview_table(result, baseline)}\n\n"
+                  f"![pareto](pareto.png)\n\n## Per task\n\n{bench_table(result, baseline)}\n")
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     pareto_plot(result, out / "pareto.png", title)
     return md

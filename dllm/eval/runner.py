@@ -41,7 +41,7 @@ def run_batch(model, sampler, items: list[Item], gen: dict, reference=None) -> t
     for it, text, st in zip(items, res.text, res.stats):
         rows.append({"task": it.task, "prompt": it.prompt, "reference": it.reference, "output": text,
                      "score": float(get_task(it.task).score(it, text)), "nfe": st.nfe,
-                     "committed": st.committed, "gen_tokens": st.gen_tokens,
+                     "committed": st.committed, "gen_tokens": st.gen_tokens, "forward_tokens": st.forward_tokens,
                      "tokens_per_forward": st.tokens_per_forward, "real_tokens_per_forward": st.real_tokens_per_forward,
                      "time": st.wall_time, "batch_size": len(items)})
     return rows, res
@@ -64,6 +64,8 @@ def summarize(rows: list[dict]) -> dict:
         "tokens_per_second": sum(r["gen_tokens"] for r in rows) / max(wall, 1e-9),
         "latency": sum(r["time"] for r in rows) / n,
         "wall_time": wall,
+        "forward_tokens": sum(r.get("forward_tokens", 0) for r in rows) / n,
+        "same_as_baseline": 100.0 * sum(r.get("same", True) for r in rows) / n,
     }
 
 
