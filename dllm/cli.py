@@ -38,6 +38,19 @@ def check_group_overrides(args: list[str]) -> str | None:
     return None
 
 
+def quote_text_overrides(args: list[str]) -> list[str]:
+    """``prompt=<free text>`` reaches Hydra as a quoted string, so brackets, commas and quotes in
+    a prompt (``reverse: ["Ann Lee", "Bob Stone"]``) are text, not override grammar."""
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key in ("prompt", "title") and not (value[:1] in "'\"" and value[-1:] == value[:1] and len(value) > 1):
+            value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+            arg = f"{key}={value}"
+        out.append(arg)
+    return out
+
+
 def usage() -> str:
     lines = ["usage: dllm <command> [key=value ...]   (dllm <command> --help lists the choices)", "", "commands:"]
     lines += [f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()]
@@ -57,7 +70,7 @@ def main() -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [f"dllm {cmd}"] + args[1:]
+    sys.argv = [f"dllm {cmd}"] + quote_text_overrides(args[1:])
     importlib.import_module(COMMANDS[cmd][0]).main()
 
 

@@ -209,6 +209,7 @@ def save_pretrained(model: DiffusionLM, folder: str | Path, family: str | None =
     model.tokenizer.save_pretrained(str(tmp))
     if folder.exists():
         shutil.rmtree(folder)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be read by others
     os.replace(tmp, folder)
     return folder
 

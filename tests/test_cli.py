@@ -84,3 +84,10 @@ def test_bad_input_one_line(checkpoints, args, pattern):
 def test_unknown_command():
     r = dllm_cli("fly")
     assert r.returncode == 2 and "command must be one of" in r.stderr
+
+
+def test_prompt_with_brackets_and_quotes_is_text(checkpoints):
+    r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", 'prompt=reverse: ["Ann Lee", "Bob\'s"]',
+                 "gen_length=8", "block_length=8")
+    assert r.returncode == 0, r.stderr
+    assert '>>> reverse: ["Ann Lee", "Bob\'s"]' in r.stdout

@@ -104,6 +104,7 @@ def atomic_dir(target: Path, write) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     write(tmp)
+    os.chmod(tmp, 0o755)
     old = target.with_name(f".{target.name}.old")
     if target.exists():
         os.replace(target, old)

@@ -15,16 +15,23 @@ from pathlib import Path
 from dllm.loading import ASSETS, load
 
 
-def loss_plot(loss_jsonl: Path, png: Path, title: str) -> None:
+def loss_plot(loss_files: list[Path], png: Path, title: str) -> None:
+    """Loss of one or more consecutive stages (each stage's steps continue the previous one's)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in loss_jsonl.read_text().splitlines() if line.strip()]
-    steps, losses = [r["step"] for r in rows], [r["loss"] for r in rows]
+    steps, losses, offset = [], [], 0
+    for f in loss_files:
+        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        steps += [offset + r["step"] for r in rows]
+        losses += [r["loss"] for r in rows]
+        offset = steps[-1]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=110)
     ax.plot(steps, losses, lw=0.8, alpha=0.5, label="loss")
+    for f, x in zip(loss_files[:-1], _stage_ends(loss_files)):
+        ax.axvline(x, color="gray", ls="--", lw=0.8)
     k = max(1, len(losses) // 40)
     smooth = [sum(losses[max(0, i - k):i + 1]) / len(losses[max(0, i - k):i + 1]) for i in range(len(losses))]
     ax.plot(steps, smooth, lw=1.8, label="moving average")
@@ -39,7 +46,17 @@ def loss_plot(loss_jsonl: Path, png: Path, title: str) -> None:
     plt.close(fig)
 
 
-def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_length: int = 32, notes: str = "") -> Path:
+def _stage_ends(files: list[Path]) -> list[int]:
+    ends, offset = [], 0
+    for f in files:
+        last = [json.loads(line) for line in f.read_text().splitlines() if line.strip()][-1]["step"]
+        offset += last
+        ends.append(offset)
+    return ends[:-1]
+
+
+def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_length: int = 32, notes: str = "",
+            earlier_runs: tuple[str, ...] = ()) -> Path:
     from dllm.apps.eval import task_list
     from dllm.eval.runner import evaluate, markdown_table
     from dllm.samplers import LLaDASampler
@@ -51,7 +68,7 @@ def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_lengt
         shutil.rmtree(dest)
     shutil.copytree(src / "model", dest)
     recipe = json.loads((src / "recipe.json").read_text())
-    loss_plot(run / "loss.jsonl", dest / "loss.png", f"{name}: {command}")
+    loss_plot([Path(r) / "loss.jsonl" for r in earlier_runs] + [run / "loss.jsonl"], dest / "loss.png", name)
     model = load(str(dest))
     params = sum(p.numel() for p in model.core.parameters())
     size_mb = sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 2**20
@@ -73,7 +90,7 @@ LLaDA-8B (`dllm.load("{name}")`) and is the default model of `dllm generate`, `d
 | parameters | {params / 1e6:.2f} M ({size_mb:.1f} MB float32 safetensors) |
 | tokenizer | BPE, {len(model.tokenizer)} tokens, digits split one per token; `<|mdm_mask|>` {model.mask_token_id}, `<|endoftext|>` {model.eos_token_ids[0]} |
 | data | `{recipe["data"]}` — training split of the task suite (test items never seen) |
-| training | {recipe["step"]} optimizer steps{f", {recipe['train_seconds'] / 60:.0f} min" if "train_seconds" in recipe else ""}; wall time and machine below |
+| training | last stage: {recipe["step"]} optimizer steps{f", {recipe['train_seconds'] / 60:.0f} min" if "train_seconds" in recipe else ""}; all stages, wall time and machine below |
 
 Training command (resumable: rerun the same command after an interruption):
 
@@ -105,8 +122,10 @@ def main() -> None:
     ap.add_argument("--command", required=True, help="the exact training command, for the model card")
     ap.add_argument("--n-items", type=int, default=100)
     ap.add_argument("--notes", default="", help="Markdown paragraph added to the card (wall time, machine, gaps)")
+    ap.add_argument("--earlier-runs", nargs="*", default=[], help="runs this one continued, for the loss curve")
     args = ap.parse_args()
-    print(publish(args.run_dir, args.name, args.command, args.n_items, notes=args.notes))
+    print(publish(args.run_dir, args.name, args.command, args.n_items, notes=args.notes,
+                  earlier_runs=tuple(args.earlier_runs)))
 
 
 if __name__ == "__main__":
