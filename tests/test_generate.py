@@ -29,7 +29,7 @@ def test_one_token_per_step_baseline_stats():
     for st, tr in zip(out.stats, out.trace):
         assert st.nfe == 16 and st.committed == 16 and st.tokens_per_forward == 1.0
         assert sorted(tr.step.tolist()) == list(range(1, 17))  # one position per forward
-        assert st.forward_tokens == 16 * (st.prompt_tokens + 16) or st.forward_tokens > 0
+        assert st.forward_tokens == 16 * (st.prompt_tokens + 16)  # padding columns are not counted
     assert out.summary()["nfe_per_seq"] == 16
 
 
@@ -49,7 +49,6 @@ class ScriptedModel(torch.nn.Module):
         v = self.base.core.cfg.vocab_size
         logits = torch.zeros(ids.shape[0], b - a, v)
         logits[..., 5] = 2.0
-        prompt_len = (valid & (ids != self.mask_token_id)).sum(-1)  # only used before decoding starts
         for r in range(ids.shape[0]):
             key = int(ids[r, 0])  # rows are told apart by their first prompt token
             k = self.end_at.get(key)
@@ -58,7 +57,6 @@ class ScriptedModel(torch.nn.Module):
                 for c in range(a, b):
                     if c - gen_start >= k:
                         logits[r, c - a, self.eos_token_ids[0]] = 6.0
-        del prompt_len
         return logits
 
 
@@ -68,7 +66,7 @@ def test_rows_stop_independently_at_end_token():
     model = ScriptedModel(base, {vocab["one"]: 3})
     out = dllm.generate(model, ["one two", "the cat"], LLaDASampler(), gen_length=16, block_length=8)
     first, second = out.stats
-    assert out.text[0].split() == ["is"] * 3 or len(out.ids[0][:3].unique()) == 1
+    assert out.ids[0][:3].eq(5).all()  # the scripted token, then the end token
     assert out.ids[0][3:].eq(model.eos_token_ids[0]).all() and out.stats[0].gen_tokens == 3
     assert first.stopped_early and first.nfe < 16
     assert not second.stopped_early and second.nfe == 16 and second.gen_tokens == 16
