@@ -208,7 +208,6 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     stats = [SequenceStats(prompt_tokens=len(p)) for p in prompt_ids]
     step_at = torch.zeros((n, width), dtype=torch.long, device=device)
     conf_at = torch.zeros((n, width), dtype=torch.float64, device=device)
-    nfe = torch.zeros(n, dtype=torch.long, device=device)
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     start = time.perf_counter()
@@ -261,8 +260,8 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
             if not commit.any(-1).all():
                 raise RuntimeError(f"{type(sampler).__name__} committed no token for a row that had masks")
             canvas.x[live, a:b] = torch.where(commit, d.tokens, state.tokens)
-            nfe[live] = torch.tensor([stats[r].nfe for r in live.tolist()], device=device)
-            step_at[live, a:b] = torch.where(commit, nfe[live][:, None], step_at[live, a:b])
+            forward_index = torch.tensor([stats[r].nfe for r in live.tolist()], device=device)[:, None]
+            step_at[live, a:b] = torch.where(commit, forward_index, step_at[live, a:b])
             conf_at[live, a:b] = torch.where(commit, d.confidence.double(), conf_at[live, a:b])
             for r, c in zip(live.tolist(), commit.sum(-1).tolist()):
                 stats[r].committed += c
