@@ -13,6 +13,7 @@ Two layouts, chosen by the model's attention kind:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -47,14 +48,16 @@ def build_canvas(prompts: list[list[int]], gen_length: int, block_length: int, a
     lengths = [len(p) for p in prompts]
     n = len(prompts)
     if attention_kind == "block_causal":
-        bs = block_size or block_length
-        full = [p // bs for p in lengths]  # completed prompt blocks
+        # unit: a multiple of both the model's block and the decode window, so columns and
+        # positions agree modulo both (decode windows may be sub-blocks of the model's blocks)
+        unit = math.lcm(block_size or block_length, block_length)
+        full = [p // unit for p in lengths]  # completed prompt units
         top = max(full)
-        pad = [bs * (top - f) for f in full]  # multiple of bs: column block = position block + const
+        pad = [unit * (top - f) for f in full]  # column block = position block + const
         ends = [pd + p + gen_length for pd, p in zip(pad, lengths)]
-        width = -(-max(ends) // bs) * bs
-        first = bs * top
-        blocks = [(a, a + bs) for a in range(first, width, bs)]
+        width = -(-max(ends) // unit) * unit
+        first = unit * top
+        blocks = [(a, a + block_length) for a in range(first, width, block_length)]
     else:
         top = max(lengths)
         pad = [top - p for p in lengths]

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from dllm.cache import CachePolicy, make_cache
 from dllm.canvas import Canvas, build_canvas
 from dllm.errors import DllmError, check
 from dllm.samplers.base import Sampler, StepState
@@ -74,6 +75,8 @@ class GenerationResult:
     text: list[str]  # decoded up to the first end-of-text token
     stats: list[SequenceStats]
     trace: list[Trace] = field(default_factory=list)
+    cache: str = "none"
+    cache_bytes: int = 0  # preallocated K/V storage of the batch (0 without a cache)
 
     def summary(self) -> dict:
         n = len(self.stats)
@@ -126,19 +129,6 @@ def validate(model, prompt_ids: list[list[int]], gen_length: int, block_length: 
     return steps // blocks
 
 
-def forward(model, canvas: Canvas, rows: torch.Tensor, window: tuple[int, int], cfg_scale: float) -> torch.Tensor:
-    """Window logits [n, W, V] for the live rows; unsupervised CFG (prompt replaced by MASK) runs
-    the conditional and unconditional canvases in one batch."""
-    x, pos, valid = canvas.x[rows], canvas.positions[rows], canvas.valid[rows]
-    if cfg_scale == 0:
-        return model(x, pos, valid, window=window)
-    prompt = valid & ~canvas.gen[rows]
-    x_u = x.masked_fill(prompt, model.mask_token_id)
-    both = model(torch.cat([x, x_u]), torch.cat([pos, pos]), torch.cat([valid, valid]), window=window)
-    cond, uncond = both.chunk(2)
-    return uncond + (cfg_scale + 1) * (cond - uncond)
-
-
 def retire_finished(canvas: Canvas, rows: torch.Tensor, mask_id: int, end_ids: torch.Tensor) -> torch.Tensor:
     """Rows (of ``rows``) whose text is complete: an end token is committed and nothing before it
     is still MASK. Later positions cannot change the text, so they are filled with that end token
@@ -172,7 +162,7 @@ def truncate(canvas: Canvas, rows: torch.Tensor, a: int, end_at: torch.Tensor, e
 def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, gen_length: int = 64,
              block_length: int = 32, steps: int | None = None, cfg_scale: float = 0.0, stop_at_eos: bool = True,
              chat_template: bool | None = None, seed: int | None = None, trace: bool = False,
-             reference: list[torch.Tensor] | None = None) -> GenerationResult:
+             reference: list[torch.Tensor] | None = None, cache: str | CachePolicy = "none") -> GenerationResult:
     """Decode ``prompts`` (text, or token-id lists) with ``sampler``.
 
     steps: schedule budget over the whole generation (None = gen_length, one token per forward for
@@ -180,6 +170,8 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     samplers ignore it and loop until each block is clean.
     reference: per prompt, a known output of the generation area ([gen_length] ids) handed to
     analysis samplers (the oracle); decoding itself never reads it.
+    cache: a policy name (none, prefix, dual for bidirectional models; block, sub_block for
+    block-causal ones) or a :class:`dllm.cache.CachePolicy`; it decides what each forward feeds.
     """
     check(isinstance(sampler, Sampler), f"sampler must be a dllm Sampler, got {type(sampler).__name__}")
     if prompts and isinstance(prompts[0], str):
@@ -188,15 +180,17 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
         check(len(prompts) > 0, "prompts must be a non-empty list")
         prompt_ids = [list(map(int, p)) for p in prompts]
     per_block = validate(model, prompt_ids, gen_length, block_length, steps, cfg_scale)
-    if model.attention_kind == "block_causal" and block_length != model.block_size:
-        warnings.warn(f"block_length {block_length} differs from the block size the model was trained with "
+    policy = make_cache(cache, model, block_length)
+    if model.attention_kind == "block_causal" and model.block_size % block_length:
+        warnings.warn(f"block_length {block_length} does not divide the block size the model was trained with "
                       f"({model.block_size}); accuracy usually drops", stacklevel=2)
     device = model.device
     mask_id = model.mask_token_id
     end_ids = torch.tensor(model.eos_token_ids, device=device)
     banned = [mask_id] + ([model.pad_token_id] if model.pad_token_id not in model.eos_token_ids else [])
     canvas = build_canvas(prompt_ids, gen_length, block_length, model.attention_kind, mask_id, model.pad_token_id,
-                          block_length if model.attention_kind == "block_causal" else None, device)
+                          model.block_size if model.attention_kind == "block_causal" else None, device)
+    policy.setup(model, canvas, cfg_scale)
     n, width = canvas.x.shape
     ref = None
     if reference is not None:
@@ -212,19 +206,18 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     start = time.perf_counter()
 
-    def count(rows: torch.Tensor, forwards: int, tokens_factor: int) -> None:
-        fed = canvas.valid[rows].sum(-1) * (2 if cfg_scale else 1) * tokens_factor
+    def count(rows: torch.Tensor, fed: torch.Tensor) -> None:
+        """One forward for each of ``rows``; ``fed`` [len(rows)] tokens each fed to the model."""
         for r, f in zip(rows.tolist(), fed.tolist()):
-            stats[r].nfe += forwards
+            stats[r].nfe += 1
             stats[r].forward_tokens += f
 
     def window_logits(rows, a, b, windows=None):
-        """[len(rows), W, V] logits; with ``windows`` [len(rows), W] the window is replaced first."""
-        sub = canvas if windows is None else canvas.with_window(rows, a, b, windows)
-        idx = rows if windows is None else torch.arange(len(rows), device=device)
-        logits = forward(model, sub, idx, (a, b), cfg_scale)
+        """([len(rows), W, V] logits, tokens fed per row); with ``windows`` [len(rows), W] the
+        window is replaced first (rows may repeat). The cache policy decides what is fed."""
+        logits, fed = policy.logits(rows, a, b, windows)
         logits[..., banned] = float("-inf")  # never propose MASK (or a pad that is not an end token)
-        return logits
+        return logits, fed
 
     for a, b in canvas.blocks:
         block_masked = canvas.window_masked(a, b, mask_id).sum(-1)  # [n]
@@ -240,15 +233,15 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
             if pending is not None and bool(torch.isin(live, pending[0]).all()):
                 logits = pending[1][torch.searchsorted(pending[0], live)]
             else:
-                logits = window_logits(live, a, b)
-                count(live, 1, 1)
+                logits, fed = window_logits(live, a, b)
+                count(live, fed)
 
             def verify(drafts: torch.Tensor, rows=live, a=a, b=b) -> torch.Tensor:
                 """drafts [n, K, W] -> logits [n, K, W, V] in one batched forward (counted as one
                 forward of K× the tokens)."""
                 n_rows, k, w = drafts.shape
-                out = window_logits(rows.repeat_interleave(k), a, b, drafts.reshape(n_rows * k, w))
-                count(rows, 1, k)
+                out, fed = window_logits(rows.repeat_interleave(k), a, b, drafts.reshape(n_rows * k, w))
+                count(rows, fed.view(n_rows, k).sum(1))
                 return out.view(n_rows, k, w, -1)
 
             state = StepState(logits=logits, tokens=canvas.x[live, a:b], masked=masked[live], block_step=j,
@@ -288,7 +281,8 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
         if trace:
             traces.append(Trace(step=step_at[i][g].cpu(), confidence=conf_at[i][g].cpu(), tokens=row.cpu(),
                                 block_length=block_length))
-    return GenerationResult(ids=ids, text=texts, stats=stats, trace=traces)
+    return GenerationResult(ids=ids, text=texts, stats=stats, trace=traces, cache=policy.name,
+                            cache_bytes=policy.nbytes)
 
 
 __all__ = ["generate", "GenerationResult", "SequenceStats", "Trace", "DllmError"]

@@ -115,5 +115,5 @@ def test_empty_prompt():
 
 
 def test_block_length_mismatch_warns_for_block_causal():
-    with pytest.warns(UserWarning, match=r"block_length 4 differs .* \(8\)"):
-        dllm.generate(tiny_model("fast_dllm_v2"), ["the cat"], LLaDASampler(), gen_length=8, block_length=4)
+    with pytest.warns(UserWarning, match=r"block_length 12 does not divide .* \(8\)"):
+        dllm.generate(tiny_model("fast_dllm_v2"), ["the cat"], LLaDASampler(), gen_length=12, block_length=12)

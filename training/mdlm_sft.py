@@ -66,10 +66,12 @@ def encode_dataset(rows, tokenizer, answer_length: int, max_prompt_length: int):
     return out, dropped
 
 
-def collate(examples, pad_id: int, device):
-    """Left-pad prompts: ids, positions, valid [B, P+A]; answer [B, P+A] bool."""
+def collate(examples, pad_id: int, device, answer_length: int | None = None, eos: int | None = None):
+    """Left-pad prompts: ids, positions, valid [B, P+A]; answer [B, P+A] bool. ``answer_length``
+    pads the (already end-of-text padded) answers further with ``eos``."""
     p = max(len(e[0]) for e in examples)
-    a = len(examples[0][1])
+    a = max(len(examples[0][1]), answer_length or 0)
+    examples = [(q, ans + [eos] * (a - len(ans))) for q, ans in examples]
     ids = torch.full((len(examples), p + a), pad_id, dtype=torch.long)
     valid = torch.zeros_like(ids, dtype=torch.bool)
     answer = torch.zeros_like(valid)
@@ -97,7 +99,8 @@ def mdlm_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_i
 
 
 def run(data: str, output_dir: str, init: str | None = None, arch: dict | None = None, tokenizer_from: str | None = None,
-        vocab_size: int = 1024, answer_length: int = 32, max_prompt_length: int = 128, max_steps: int = 1000,
+        vocab_size: int = 1024, answer_length: int = 32, answer_lengths: list | None = None,
+        max_prompt_length: int = 128, max_steps: int = 1000,
         batch_size: int = 64, lr: float = 1e-3, warmup_steps: int = 100, min_lr_ratio: float = 0.1,
         weight_decay: float = 0.01, grad_clip: float = 1.0, seed: int = 0, save_every: int = 200, log_every: int = 10,
         lora_r: int = 0, lora_alpha: float = 16.0, lora_dropout: float = 0.0, lora_targets: list | None = None,
@@ -109,6 +112,9 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
     check(batch_size > 0, f"batch_size must be a positive integer, got {batch_size}")
     check(lr > 0, f"lr must be > 0, got {lr}")
     check(answer_length > 0, f"answer_length must be a positive integer, got {answer_length}")
+    lengths = [int(n) for n in (answer_lengths or [answer_length])]
+    check(all(n >= answer_length for n in lengths),
+          f"answer_lengths must all be >= answer_length ({answer_length}), got {lengths}")
     out = Path(output_dir)
     ckpt = out / "checkpoint"
     acc = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
@@ -172,7 +178,12 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
     bar = tqdm(total=max_steps, initial=step, desc="mdlm_sft", disable=not acc.is_main_process)
     while step < max_steps:
         idx = common.batch_indices(len(examples), batch_size, step, seed)[acc.process_index::acc.num_processes]
-        batch = collate([examples[i] for i in idx], tokenizer.pad_token_id or tokenizer.eos_token_id, acc.device)
+        # answers are end-of-text padded to this step's length (a pure function of the step, so a
+        # resumed run pads exactly as the uninterrupted one): mixing lengths teaches the model the
+        # canvas sizes it meets at generation time
+        pad_to = lengths[int(torch.randint(len(lengths), (1,), generator=common.step_generator(seed + 1, step)))]
+        batch = collate([examples[i] for i in idx], tokenizer.pad_token_id or tokenizer.eos_token_id, acc.device,
+                        answer_length=pad_to, eos=tokenizer.eos_token_id)
         with acc.autocast():
             loss = mdlm_loss(model, *batch, common.step_generator(seed, step, acc.process_index), base.mask_token_id)
         acc.backward(loss)

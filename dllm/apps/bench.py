@@ -23,8 +23,9 @@ def run(cfg: DictConfig) -> None:
     entries = {}
     for name, e in cfg.samplers.items():
         overrides = {k: v for k, v in e.items() if k != "sampler"}
-        bad = set(overrides) - {"steps", "stop_at_eos", "block_length", "cfg_scale"}
-        check(not bad, f"bench entry {name!r}: keys must be sampler, steps, stop_at_eos, block_length, cfg_scale; got {sorted(bad)}")
+        bad = set(overrides) - {"steps", "stop_at_eos", "block_length", "cfg_scale", "cache"}
+        check(not bad, f"bench entry {name!r}: keys must be sampler, steps, stop_at_eos, block_length, cfg_scale, cache; "
+                       f"got {sorted(bad)}")
         entries[name] = {"sampler": build(e.sampler), **overrides}
     gen = dict(gen_length=cfg.gen_length, block_length=cfg.block_length, stop_at_eos=cfg.get("stop_at_eos", True))
     result = bench(model, entries, cfg.baseline, tasks, cfg.n_items, gen, cfg.batch_size)

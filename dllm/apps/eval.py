@@ -26,7 +26,7 @@ def task_list(tasks) -> list[str]:
 
 def gen_kwargs(cfg: DictConfig) -> dict:
     return dict(gen_length=cfg.gen_length, block_length=cfg.block_length, steps=cfg.steps, cfg_scale=cfg.cfg_scale,
-                stop_at_eos=cfg.stop_at_eos)
+                stop_at_eos=cfg.stop_at_eos, cache=cfg.get("cache", "none"))
 
 
 @one_line_errors

@@ -18,10 +18,11 @@ from dllm.samplers import OracleSampler
 
 
 def bench(model, entries: dict[str, dict], baseline: str, tasks: list[str], n_items: int, gen: dict,
-          batch_size: int = 16, progress: bool = True) -> dict[str, dict[str, dict]]:
-    """entries: name -> {"sampler": Sampler, **generate overrides (steps, stop_at_eos, ...)}.
+          batch_size: int = 16, progress: bool = True, rows_out: dict | None = None) -> dict[str, dict[str, dict]]:
+    """entries: name -> {"sampler": Sampler, **generate overrides (steps, stop_at_eos, cache, ...)}.
     Returns {sampler: {task: summary}} with "oracle" added; the oracle's reference is the
-    baseline's output on each item (decoded with the baseline's settings)."""
+    baseline's output on each item (decoded with the baseline's settings). ``rows_out`` receives
+    the per-item rows of every entry."""
     assert baseline in entries, f"baseline {baseline!r} must be one of the entries {list(entries)}"
     order = [baseline] + [n for n in entries if n != baseline]
     items = [it for name in tasks for it in get_task(name).items("test", n_items)]
@@ -48,6 +49,8 @@ def bench(model, entries: dict[str, dict], baseline: str, tasks: list[str], n_it
     for name, rs in rows.items():  # output identical to the baseline's, item by item
         for r, b in zip(rs, rows[baseline]):
             r["same"] = r["output"] == b["output"]
+    if rows_out is not None:
+        rows_out.update(rows)
     result = {}
     for name, rs in rows.items():
         result[name] = {t: summarize([r for r in rs if r["task"] == t]) for t in tasks}

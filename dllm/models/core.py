@@ -53,9 +53,10 @@ class CoreConfig:
 
 
 class LayerKV(Protocol):
-    """What a KV cache offers one layer: take this step's K/V, return the K/V to attend over."""
+    """What a KV cache offers one layer (dllm.cache.StepView): store this forward's K/V (post-RoPE)
+    and return the attention of its queries over the cached and fresh keys, [B, H, L, hd]."""
 
-    def attend_kv(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
 
 
 def attention_mask(
@@ -121,9 +122,10 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(b, l, self.n_kv, self.hd).transpose(1, 2)  # [B, Hkv, L, hd]
         v = self.v_proj(x).view(b, l, self.n_kv, self.hd).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # K stored post-RoPE by caches
-        if cache is not None:
-            k, v = cache.attend_kv(self.layer, k, v)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv != self.n_heads)
+        if cache is not None:  # the cache's kernels (Triton on GPU) replace the masked SDPA
+            out = cache.attend(self.layer, q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv != self.n_heads)
         return self.o_proj(out.transpose(1, 2).reshape(b, l, self.n_heads * self.hd))
 
 
@@ -173,7 +175,8 @@ class Transformer(nn.Module):
         cache: LayerKV | None = None,
         out: slice | None = None,
     ) -> torch.Tensor:
-        """mask: bool [B, 1, Lq, Lk] from :func:`attention_mask` (Lk includes cached keys).
+        """mask: bool [B, 1, Lq, Lk] from :func:`attention_mask` (unused with a ``cache``, whose view
+        knows each row's visible keys).
         ``out`` selects the positions whose logits are computed (the vocabulary projection is
         the largest matmul of a small-block decode step; the window is all a sampler reads)."""
         h = self.embed_tokens(input_ids)

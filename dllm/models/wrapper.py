@@ -64,6 +64,21 @@ class DiffusionLM(nn.Module):
         return self.core(input_ids, positions, mask, out=slice(a - 1, b - 1))
 
 
+    def forward_cached(self, input_ids: torch.Tensor, positions: torch.Tensor, view, f0: int,
+                       window: tuple[int, int]) -> torch.Tensor:
+        """A cached forward: ``input_ids``/``positions`` [B, L] are canvas columns [f0, f0 + L);
+        ``view`` (dllm.cache.StepView) says which K/V to store and attend. Returns the logits of
+        canvas columns window=(a, b), [B, b-a, V], row i predicting token i. Shifted models need
+        column a-1 fed (f0 <= a-1) unless a == 0."""
+        a, b = window
+        if not self.shifted:
+            return self.core(input_ids, positions, None, cache=view, out=slice(a - f0, b - f0))
+        if a == 0:
+            return unshift(self.core(input_ids, positions, None, cache=view, out=slice(0, b - f0)))
+        assert f0 <= a - 1, "a shifted model needs the column left of the window"
+        return self.core(input_ids, positions, None, cache=view, out=slice(a - 1 - f0, b - 1 - f0))
+
+
 class HFDiffusionLM(nn.Module):
     """Generic adapter: any ``transformers`` model that returns logits (no KV cache support).
 

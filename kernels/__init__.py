@@ -1,0 +1,60 @@
+"""Kernels: each op is a folder with ``reference.py`` (torch, fp32-accurate, the CPU path),
+``triton.py`` (the Triton kernel and its launcher) and ``__init__.py`` (the dispatcher).
+
+The backend is chosen once per call: Triton for CUDA tensors when Triton imports, the torch
+reference otherwise. ``DLLM_KERNELS=torch|triton|auto`` or :func:`use` (a context manager, for
+tests) overrides it; forcing ``triton`` on CPU tensors needs ``TRITON_INTERPRET=1`` set before the
+kernel module is first imported (the parity tests do this).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+BACKENDS = ("auto", "torch", "triton")
+_forced: str | None = None
+
+
+def backend() -> str:
+    b = _forced or os.environ.get("DLLM_KERNELS", "auto")
+    if b not in BACKENDS:
+        raise ValueError(f"DLLM_KERNELS must be one of {BACKENDS}, got {b!r}")
+    return b
+
+
+@contextlib.contextmanager
+def use(name: str):
+    """Force a backend inside a ``with`` block: ``with kernels.use("triton"): ...``."""
+    global _forced
+    if name not in BACKENDS:
+        raise ValueError(f"kernel backend must be one of {BACKENDS}, got {name!r}")
+    old, _forced = _forced, name
+    try:
+        yield
+    finally:
+        _forced = old
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pick(tensor) -> str:
+    """'triton' or 'torch' for an op whose data lives on ``tensor``'s device."""
+    b = backend()
+    if b == "auto":
+        return "triton" if tensor.is_cuda and triton_available() else "torch"
+    if b == "triton" and not triton_available():
+        raise RuntimeError("DLLM_KERNELS=triton but triton is not installed (pip install triton)")
+    return b
+
+
+from dllm.kernels.cache_write import cache_write  # noqa: E402
+from dllm.kernels.window_attention import window_attention  # noqa: E402
+
+__all__ = ["backend", "use", "pick", "window_attention", "cache_write", "BACKENDS"]

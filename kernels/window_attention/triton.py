@@ -1,0 +1,121 @@
+"""Triton window attention: flash-attention forward with the keys read from the preallocated cache
+through a row indirection, per-row key counts, optional block-causal visibility and grouped-query
+heads, online softmax in float32.
+
+Grid (query tile, row × head, key split). With ``num_splits`` > 1 each split handles a contiguous
+share of the keys and writes its normalised partial output and log-sum-exp; the splits are merged
+in torch (flash-decoding). Splitting keeps a small decode batch (one row, 32 heads) from leaving
+most of the GPU idle over long contexts.
+"""
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _window_attn_kernel(Q, K, V, O, LSE, ROWS, KVLEN, QPOS0,
+                        s_qn, s_qh, s_qm, s_qd,
+                        s_kn, s_kh, s_ks, s_kd,
+                        s_vn, s_vh, s_vs, s_vd,
+                        s_os, s_on, s_oh, s_om, s_od,
+                        s_ls, s_ln, s_lh, s_lm,
+                        LQ, H, GROUP, D, scale, split_len,
+                        BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_D: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_nh = tl.program_id(1)
+    split = tl.program_id(2)
+    i = pid_nh // H
+    h = pid_nh % H
+    kvh = h // GROUP
+    row = tl.load(ROWS + i)
+    kv_len = tl.load(KVLEN + i)
+    q_pos0 = tl.load(QPOS0 + i)
+
+    m_idx = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM] query index in the window
+    d_idx = tl.arange(0, BLOCK_D)
+    q_mask = (m_idx < LQ)[:, None] & (d_idx < D)[None, :]
+    q = tl.load(Q + i * s_qn + h * s_qh + m_idx[:, None] * s_qm + d_idx[None, :] * s_qd, mask=q_mask, other=0.0)
+    q_blk = m_idx * 0  # [BM] block of each query's position (block-causal only)
+    if BLOCK_SIZE > 0:  # Triton's // truncates toward zero: negative positions (padding queries) -> -1
+        q_blk = tl.where((q_pos0 + m_idx) < 0, -1, (q_pos0 + m_idx) // BLOCK_SIZE)
+
+    lo = split * split_len
+    hi = tl.minimum(lo + split_len, kv_len)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    k_base = K + row * s_kn + kvh * s_kh
+    v_base = V + row * s_vn + kvh * s_vh
+    for start in range(lo, hi, BLOCK_N):
+        n_idx = start + tl.arange(0, BLOCK_N)  # [BN] slot = key position
+        kv_mask = (n_idx < hi)[:, None] & (d_idx < D)[None, :]
+        k = tl.load(k_base + n_idx[:, None] * s_ks + d_idx[None, :] * s_kd, mask=kv_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k)).to(tl.float32) * scale  # [BM, BN]
+        vis = (n_idx < hi)[None, :] & (m_idx < LQ)[:, None]
+        if BLOCK_SIZE > 0:
+            vis = vis & ((n_idx // BLOCK_SIZE)[None, :] <= q_blk[:, None])
+        s = tl.where(vis, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
+        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.exp(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + n_idx[:, None] * s_vs + d_idx[None, :] * s_vd, mask=kv_mask, other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v).to(tl.float32)
+        m_i = m_new
+
+    has = l_i > 0
+    out = acc / tl.where(has, l_i, 1.0)[:, None]
+    o_ptr = O + split * s_os + i * s_on + h * s_oh + m_idx[:, None] * s_om + d_idx[None, :] * s_od
+    tl.store(o_ptr, out.to(O.dtype.element_ty), mask=q_mask)
+    lse = tl.where(has, m_i + tl.log(tl.where(has, l_i, 1.0)), float("-inf"))
+    tl.store(LSE + split * s_ls + i * s_ln + h * s_lh + m_idx * s_lm, lse, mask=m_idx < LQ)
+
+
+def auto_splits(n: int, h: int, lq: int, max_len: int, block_m: int, device) -> int:
+    """Enough programs to cover the GPU twice, each split over at least 256 keys."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    programs = n * h * triton.cdiv(lq, block_m)
+    return max(1, min(triton.cdiv(2 * sms, programs), max_len // 256, 16))
+
+
+def window_attention_triton(q, k_cache, v_cache, rows, kv_len, q_pos0, block_size: int = 0,
+                            scale: float | None = None, num_splits: int | None = None,
+                            block_m: int = 32, block_n: int = 64, poison: bool = False):
+    """See :func:`dllm.kernels.window_attention`. ``poison`` fills every output buffer with NaN
+    first (tests: a slot the kernel fails to write shows up)."""
+    n, h, lq, d = q.shape
+    hkv = k_cache.shape[1]
+    assert h % hkv == 0, f"query heads ({h}) must be a multiple of kv heads ({hkv})"
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    block_m = max(16, min(block_m, triton.next_power_of_2(lq)))
+    max_len = int(kv_len.max()) if n else 0
+    splits = auto_splits(n, h, lq, max_len, block_m, q.device) if num_splits is None else num_splits
+    split_len = max(block_n, triton.cdiv(triton.cdiv(max(max_len, 1), splits), block_n) * block_n)
+    splits = max(1, triton.cdiv(max(max_len, 1), split_len))
+    alloc = (lambda *a, **k: torch.full(*a, float("nan"), **k)) if poison else (lambda *a, **k: torch.empty(*a, **k))
+    o = alloc((splits, n, h, lq, d), device=q.device, dtype=q.dtype if splits == 1 else torch.float32)
+    lse = alloc((splits, n, h, lq), device=q.device, dtype=torch.float32)
+    grid = (triton.cdiv(lq, block_m), n * h, splits)
+    _window_attn_kernel[grid](q, k_cache, v_cache, o, lse, rows, kv_len, q_pos0,
+                              *q.stride(), *k_cache.stride(), *v_cache.stride(), *o.stride(), *lse.stride(),
+                              lq, h, h // hkv, d, scale, split_len,
+                              BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n,
+                              BLOCK_D=max(16, triton.next_power_of_2(d)))
+    if splits == 1:
+        return o[0]
+    return merge_splits(o, lse).to(q.dtype)
+
+
+def merge_splits(o: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """o [S, n, H, Lq, D] normalised partial outputs, lse [S, n, H, Lq] -> [n, H, Lq, D]."""
+    top = lse.max(0).values  # [n, H, Lq]
+    w = torch.exp(lse - torch.where(torch.isinf(top), 0.0, top))  # empty splits weigh 0
+    total = w.sum(0)
+    return (w[..., None] * o).sum(0) / torch.where(total > 0, total, 1.0)[..., None]
