@@ -79,11 +79,14 @@ class StepView:
     q_pos0: torch.Tensor  # absolute position of the first fed column
     block_size: int  # 0 = bidirectional
 
+    def __post_init__(self):
+        self.max_len = int(self.kv_len.max()) if len(self.kv_len) else 0  # one host sync per forward, not per layer
+
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q [n, H, L, D], k, v [n, Hkv, L, D] (post-RoPE) -> [n, H, L, D]."""
         kc, vc = self.store.k[layer], self.store.v[layer]
         cache_write(kc, vc, k, v, self.rows, self.dst, self.src, self.count)
-        return window_attention(q, kc, vc, self.rows, self.kv_len, self.q_pos0, self.block_size)
+        return window_attention(q, kc, vc, self.rows, self.kv_len, self.q_pos0, self.block_size, max_len=self.max_len)
 
 
 def cfg_canvas(model, canvas: Canvas, rows: torch.Tensor, x: torch.Tensor, cfg_scale: float):

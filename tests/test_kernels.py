@@ -19,7 +19,8 @@ triton = pytest.importorskip("triton")
 from dllm.kernels.cache_write.triton import cache_write_triton  # noqa: E402
 from dllm.kernels.window_attention.triton import window_attention_triton  # noqa: E402
 
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def gpu(fn):
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")(fn))
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 cpu_interpreted = pytest.mark.skipif(not INTERPRETED, reason="the CPU parity tests need TRITON_INTERPRET=1")
 

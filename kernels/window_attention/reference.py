@@ -16,9 +16,9 @@ def visible(kv_len, q_pos0, lq: int, s: int, block_size: int):
 
 
 def window_attention_reference(q, k_cache, v_cache, rows, kv_len, q_pos0, block_size: int = 0,
-                               scale: float | None = None):
+                               scale: float | None = None, max_len: int | None = None):
     n, h, lq, d = q.shape
-    s = int(kv_len.max()) if n else 0
+    s = max_len if max_len is not None else (int(kv_len.max()) if n else 0)
     s = max(s, 1)
     if n == k_cache.shape[0] and bool((rows == torch.arange(n, device=rows.device)).all()):
         k, v = k_cache[:, :, :s], v_cache[:, :, :s]  # every row, in order: a view, no copy

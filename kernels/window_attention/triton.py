@@ -8,6 +8,7 @@ in torch (flash-decoding). Splitting keeps a small decode batch (one row, 32 hea
 most of the GPU idle over long contexts.
 """
 
+import functools
 import math
 
 import torch
@@ -76,26 +77,42 @@ def _window_attn_kernel(Q, K, V, O, LSE, ROWS, KVLEN, QPOS0,
     tl.store(LSE + split * s_ls + i * s_ln + h * s_lh + m_idx * s_lm, lse, mask=m_idx < LQ)
 
 
+@functools.lru_cache(maxsize=None)
+def sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def auto_splits(n: int, h: int, lq: int, max_len: int, block_m: int, device) -> int:
-    """Enough programs to cover the GPU twice, each split over at least 256 keys."""
+    """Split the keys only when the (row, head, query tile) programs would leave nearly all of the
+    GPU idle over a long context. Measured on an H100 (bench/gpu/README.md): one row × 32 heads over
+    4K keys ran 2x slower split 4 ways than unsplit (the fp32 partials and the merge cost more than
+    the idle SMs), so splitting is the exception."""
     if device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = sm_count(device.index if device.index is not None else torch.cuda.current_device())
     programs = n * h * triton.cdiv(lq, block_m)
-    return max(1, min(triton.cdiv(2 * sms, programs), max_len // 256, 16))
+    if 8 * programs > sms or max_len < 8192:
+        return 1
+    return max(1, min(sms // programs, max_len // 4096, 8))
 
 
 def window_attention_triton(q, k_cache, v_cache, rows, kv_len, q_pos0, block_size: int = 0,
                             scale: float | None = None, num_splits: int | None = None,
-                            block_m: int = 32, block_n: int = 64, poison: bool = False):
+                            block_m: int = 16, block_n: int = 128, poison: bool = False,
+                            max_len: int | None = None, num_warps: int = 8, num_stages: int | None = None):
     """See :func:`dllm.kernels.window_attention`. ``poison`` fills every output buffer with NaN
-    first (tests: a slot the kernel fails to write shows up)."""
+    first (tests: a slot the kernel fails to write shows up). Default tiles: the best of a sweep of
+    36 configurations on an H100, bf16, head dim 128 (bench/gpu/README.md): 16 queries × 128 keys,
+    8 warps, 3 pipeline stages on Hopper (2 elsewhere, for shared memory)."""
+    if num_stages is None:
+        num_stages = 3 if q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9 else 2
     n, h, lq, d = q.shape
     hkv = k_cache.shape[1]
     assert h % hkv == 0, f"query heads ({h}) must be a multiple of kv heads ({hkv})"
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     block_m = max(16, min(block_m, triton.next_power_of_2(lq)))
-    max_len = int(kv_len.max()) if n else 0
+    if max_len is None:
+        max_len = int(kv_len.max()) if n else 0  # a device-to-host sync: callers pass it when they can
     splits = auto_splits(n, h, lq, max_len, block_m, q.device) if num_splits is None else num_splits
     split_len = max(block_n, triton.cdiv(triton.cdiv(max(max_len, 1), splits), block_n) * block_n)
     splits = max(1, triton.cdiv(max(max_len, 1), split_len))
@@ -107,7 +124,8 @@ def window_attention_triton(q, k_cache, v_cache, rows, kv_len, q_pos0, block_siz
                               *q.stride(), *k_cache.stride(), *v_cache.stride(), *o.stride(), *lse.stride(),
                               lq, h, h // hkv, d, scale, split_len,
                               BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n,
-                              BLOCK_D=max(16, triton.next_power_of_2(d)))
+                              BLOCK_D=max(16, triton.next_power_of_2(d)), num_warps=num_warps,
+                              num_stages=num_stages)
     if splits == 1:
         return o[0]
     return merge_splits(o, lse).to(q.dtype)
@@ -115,7 +133,6 @@ def window_attention_triton(q, k_cache, v_cache, rows, kv_len, q_pos0, block_siz
 
 def merge_splits(o: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
     """o [S, n, H, Lq, D] normalised partial outputs, lse [S, n, H, Lq] -> [n, H, Lq, D]."""
-    top = lse.max(0).values  # [n, H, Lq]
-    w = torch.exp(lse - torch.where(torch.isinf(top), 0.0, top))  # empty splits weigh 0
-    total = w.sum(0)
-    return (w[..., None] * o).sum(0) / torch.where(total > 0, total, 1.0)[..., None]
+    total = torch.logsumexp(lse, 0)  # [n, H, Lq]; -inf where no split saw a key
+    w = torch.exp(lse - total.clamp_min(torch.finfo(torch.float32).min)).nan_to_num_(0.0)  # empty splits weigh 0
+    return (w[..., None] * o).sum(0)
