@@ -32,13 +32,6 @@ class Canvas:
         """[B, b-a] bool: positions still MASK inside each row's generation area."""
         return (self.x[:, a:b] == mask_id) & self.gen[:, a:b]
 
-    def with_window(self, rows: torch.Tensor, a: int, b: int, windows: torch.Tensor) -> "Canvas":
-        """A canvas of ``rows`` (repeats allowed) whose columns [a, b) are ``windows`` [len(rows), b-a]:
-        the batch-expanded candidates a draft-and-verify sampler scores in one forward."""
-        x = self.x[rows].clone()
-        x[:, a:b] = windows
-        return Canvas(x, self.positions[rows], self.valid[rows], self.gen[rows], self.gen_start[rows], self.blocks)
-
     def gen_tokens(self) -> list[torch.Tensor]:
         return [row[g] for row, g in zip(self.x, self.gen)]
 

@@ -16,20 +16,14 @@ the step).
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import time
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from dllm.errors import check
-from dllm.loading import load, new_model, save_pretrained
+from dllm.loading import load, new_model
 from dllm.models.core import CoreConfig
 from dllm.training import common
+from dllm.training.fit import fit
 
 
 def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None, data_rows, vocab_size: int, seed: int):
@@ -106,103 +100,36 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
         lora_r: int = 0, lora_alpha: float = 16.0, lora_dropout: float = 0.0, lora_targets: list | None = None,
         gradient_checkpointing: bool = False, mixed_precision: str = "no", debug_kill_at_step: int | None = None):
     """Train; resumes from ``output_dir/checkpoint`` when it exists. Returns the output folder."""
-    from accelerate import Accelerator
-
-    check(max_steps > 0, f"max_steps must be a positive integer, got {max_steps}")
-    check(batch_size > 0, f"batch_size must be a positive integer, got {batch_size}")
-    check(lr > 0, f"lr must be > 0, got {lr}")
     check(answer_length > 0, f"answer_length must be a positive integer, got {answer_length}")
     lengths = [int(n) for n in (answer_lengths or [answer_length])]
     check(all(n >= answer_length for n in lengths),
           f"answer_lengths must all be >= answer_length ({answer_length}), got {lengths}")
-    out = Path(output_dir)
-    ckpt = out / "checkpoint"
-    acc = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
     rows = list(common.load_records(data))
-    resumed = (ckpt / "trainer_state.pt").exists()
-    if resumed and not lora_r:
-        model = load(ckpt / "model")
-    else:  # LoRA resumes from the base model plus the saved adapter state
-        model = build_model(init, arch, tokenizer_from, rows, vocab_size, seed)
-    tokenizer = model.tokenizer
-    examples, dropped = encode_dataset(rows, tokenizer, answer_length, max_prompt_length)
-    if dropped:
-        acc.print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
-    if lora_r:
-        model.core = common.apply_lora(model.core, lora_r, lora_alpha, lora_dropout, list(lora_targets or []))
-    model.core.gradient_checkpointing = gradient_checkpointing
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
-                            betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, common.lr_lambda(warmup_steps, max_steps, min_lr_ratio))
-    step, seconds = 0, 0.0
-    if resumed:
-        state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-        if lora_r:
-            model.core.load_state_dict(state["core"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step = state["step"]
-        seconds = float(state.get("train_seconds", 0.0))
-    model, opt = acc.prepare(model, opt)
-    base = acc.unwrap_model(model)
-    log = common.LossLog(out / "loss.jsonl", step) if acc.is_main_process else None
+    holder = {}
 
-    def save(final: bool = False):
-        if not acc.is_main_process:
-            return
-        core = base.core
-        if lora_r:  # a merged copy in the plain format; the adapter keeps training
-            import copy
+    def build():
+        return build_model(init, arch, tokenizer_from, rows, vocab_size, seed)
 
-            merged = copy.deepcopy(core).merge_and_unload()
-            to_save = type(base)(merged, tokenizer, family=base.family, mask_token_id=base.mask_token_id,
-                                 eos_token_ids=base.eos_token_ids, pad_token_id=base.pad_token_id, shifted=base.shifted)
-        else:
-            to_save = base
+    def on_start(model):
+        examples, dropped = encode_dataset(rows, model.tokenizer, answer_length, max_prompt_length)
+        if dropped:
+            print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
+        holder.update(examples=examples, tokenizer=model.tokenizer, mask_id=model.mask_token_id)
+        return len(examples)
 
-        def write(tmp: Path):
-            save_pretrained(to_save, tmp / "model")
-            if not final:
-                state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                         "train_seconds": seconds + time.perf_counter() - started}
-                if lora_r:
-                    state["core"] = core.state_dict()
-                torch.save(state, tmp / "trainer_state.pt")
-            (tmp / "recipe.json").write_text(json.dumps({"recipe": "mdlm_sft", "step": step, "data": data,
-                                                         "train_seconds": seconds + time.perf_counter() - started}))
-
-        common.atomic_dir(out / ("final" if final else "checkpoint"), write)
-
-    started = time.perf_counter()
-    bar = tqdm(total=max_steps, initial=step, desc="mdlm_sft", disable=not acc.is_main_process)
-    while step < max_steps:
-        idx = common.batch_indices(len(examples), batch_size, step, seed)[acc.process_index::acc.num_processes]
+    def loss_fn(model, idx, gen, device, step):
+        tok = holder["tokenizer"]
         # answers are end-of-text padded to this step's length (a pure function of the step, so a
         # resumed run pads exactly as the uninterrupted one): mixing lengths teaches the model the
         # canvas sizes it meets at generation time
         pad_to = lengths[int(torch.randint(len(lengths), (1,), generator=common.step_generator(seed + 1, step)))]
-        batch = collate([examples[i] for i in idx], tokenizer.pad_token_id or tokenizer.eos_token_id, acc.device,
-                        answer_length=pad_to, eos=tokenizer.eos_token_id)
-        with acc.autocast():
-            loss = mdlm_loss(model, *batch, common.step_generator(seed, step, acc.process_index), base.mask_token_id)
-        acc.backward(loss)
-        if grad_clip:
-            acc.clip_grad_norm_(model.parameters(), grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        loss_value = acc.gather(loss.detach()[None]).mean().item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        if log is not None and (step % log_every == 0 or step == max_steps):
-            log.add(step=step, loss=loss_value, lr=sched.get_last_lr()[0])
-        if step % save_every == 0 or step == max_steps:
-            save()
-            if debug_kill_at_step is not None and step >= debug_kill_at_step:
-                os.kill(os.getpid(), signal.SIGKILL)  # tests: a real kill -9 right after a checkpoint
-    bar.close()
-    save(final=True)
-    acc.wait_for_everyone()
-    return out
+        batch = collate([holder["examples"][i] for i in idx], tok.pad_token_id or tok.eos_token_id, device,
+                        answer_length=pad_to, eos=tok.eos_token_id)
+        return mdlm_loss(model, *batch, gen, holder["mask_id"])
+
+    return fit(build, on_start, loss_fn, recipe="mdlm_sft", output_dir=output_dir,
+               meta={"data": data}, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
+               min_lr_ratio=min_lr_ratio, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed,
+               save_every=save_every, log_every=log_every, lora_r=lora_r, lora_alpha=lora_alpha,
+               lora_dropout=lora_dropout, lora_targets=lora_targets, gradient_checkpointing=gradient_checkpointing,
+               mixed_precision=mixed_precision, debug_kill_at_step=debug_kill_at_step)

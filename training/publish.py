@@ -15,6 +15,13 @@ from pathlib import Path
 from dllm.loading import ASSETS, load
 
 
+DEFAULT_DESCRIPTION = """A small masked-diffusion language model in the **LLaDA checkpoint format** (config keys `d_model`,
+`n_heads`, ...; weights `model.transformer.blocks.N.*`), trained from scratch by dllm's own
+`mdlm_sft` recipe on the toolkit's task suite. It loads through exactly the code path of
+LLaDA-8B (`dllm.load("{name}")`) and is the default model of `dllm generate`, `dllm eval` and
+`dllm bench`."""
+
+
 def loss_plot(loss_files: list[Path], png: Path, title: str) -> None:
     """Loss of one or more consecutive stages (each stage's steps continue the previous one's)."""
     import matplotlib
@@ -56,7 +63,7 @@ def _stage_ends(files: list[Path]) -> list[int]:
 
 
 def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_length: int = 32, notes: str = "",
-            earlier_runs: tuple[str, ...] = ()) -> Path:
+            earlier_runs: tuple[str, ...] = (), description: str | None = None) -> Path:
     from dllm.apps.eval import task_list
     from dllm.eval.runner import evaluate, markdown_table
     from dllm.samplers import LLaDASampler
@@ -78,11 +85,7 @@ def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_lengt
     cfg = model.core.cfg
     card = f"""# {name}
 
-A small masked-diffusion language model in the **LLaDA checkpoint format** (config keys `d_model`,
-`n_heads`, ...; weights `model.transformer.blocks.N.*`), trained from scratch by dllm's own
-`mdlm_sft` recipe on the toolkit's task suite. It loads through exactly the code path of
-LLaDA-8B (`dllm.load("{name}")`) and is the default model of `dllm generate`, `dllm eval` and
-`dllm bench`.
+{description or DEFAULT_DESCRIPTION.format(name=name)}
 
 | | |
 |---|---|
@@ -123,9 +126,10 @@ def main() -> None:
     ap.add_argument("--n-items", type=int, default=100)
     ap.add_argument("--notes", default="", help="Markdown paragraph added to the card (wall time, machine, gaps)")
     ap.add_argument("--earlier-runs", nargs="*", default=[], help="runs this one continued, for the loss curve")
+    ap.add_argument("--description", default=None, help="the card's opening paragraph (default: a from-scratch model)")
     args = ap.parse_args()
     print(publish(args.run_dir, args.name, args.command, args.n_items, notes=args.notes,
-                  earlier_runs=tuple(args.earlier_runs)))
+                  earlier_runs=tuple(args.earlier_runs), description=args.description))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dllm.apps.common import build, one_line_errors
 from dllm.apps.eval import task_list
@@ -20,13 +20,17 @@ def run(cfg: DictConfig) -> None:
     check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
     tasks = task_list(cfg.tasks)
     model = build(cfg.model)
-    entries = {}
+    entries, models = {}, {}
     for name, e in cfg.samplers.items():
-        overrides = {k: v for k, v in e.items() if k != "sampler"}
+        overrides = {k: v for k, v in e.items() if k not in ("sampler", "model")}
         bad = set(overrides) - {"steps", "stop_at_eos", "block_length", "cfg_scale", "cache"}
-        check(not bad, f"bench entry {name!r}: keys must be sampler, steps, stop_at_eos, block_length, cfg_scale, cache; "
-                       f"got {sorted(bad)}")
+        check(not bad, f"bench entry {name!r}: keys must be sampler, model, steps, stop_at_eos, block_length, cfg_scale, "
+                       f"cache; got {sorted(bad)}")
         entries[name] = {"sampler": build(e.sampler), **overrides}
+        if e.get("model") is not None:  # its own model (built once per distinct config)
+            key = OmegaConf.to_yaml(e.model, resolve=True)
+            models[key] = models[key] if key in models else build(e.model)
+            entries[name]["model"] = models[key]
     gen = dict(gen_length=cfg.gen_length, block_length=cfg.block_length, stop_at_eos=cfg.get("stop_at_eos", True))
     result = bench(model, entries, cfg.baseline, tasks, cfg.n_items, gen, cfg.batch_size)
     command = "dllm bench " + " ".join(sys.argv[1:])

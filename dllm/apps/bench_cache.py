@@ -18,6 +18,7 @@ def run(cfg: DictConfig) -> None:
     from dllm.eval.tasks import get_task
 
     check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
+    check(len(cfg.gen_lengths) > 0 or len(cfg.profile) > 0, "give gen_lengths (the bench) or profile entries, or both")
     check(len(cfg.caches) > 0 and cfg.caches[0] == "none",
           f"caches must start with none (the reference each cache is compared with), got {list(cfg.caches)}")
     tasks = task_list(cfg.tasks)
@@ -25,15 +26,16 @@ def run(cfg: DictConfig) -> None:
     samplers = {name: build(node) for name, node in cfg.samplers.items()}
     lengths = [int(g) for g in cfg.gen_lengths]
     result = cb.cache_bench(model, samplers, list(cfg.caches), tasks, cfg.n_items, lengths, cfg.block_length,
-                            cfg.batch_size)
+                            cfg.batch_size) if lengths else {}
     profiles = {}
-    if cfg.profile_length:
-        items = [it for t in tasks for it in get_task(t).items("test", cfg.n_items)][:cfg.batch_size]
-        gen = dict(gen_length=cfg.profile_length, block_length=cfg.block_length, stop_at_eos=False)
-        for entry in cfg.profile:
-            cache, name = entry.split(" + ")
-            profiles[f"{entry} @ gen {cfg.profile_length}"] = cb.profile(model, [it.prompt for it in items],
-                                                                        samplers[name], cache, gen)
+    items = [it for t in tasks for it in get_task(t).items("test", cfg.n_items)][:cfg.batch_size]
+    for entry in cfg.profile:  # "<cache> + <sampler> @ <gen_length>"
+        what, _, g = entry.partition(" @ ")
+        cache, _, name = what.partition(" + ")
+        check(name in samplers and g.strip().isdigit(),
+              f"profile entries read '<cache> + <sampler> @ <gen_length>' with a sampler of {list(samplers)}, got {entry!r}")
+        gen = dict(gen_length=int(g), block_length=cfg.block_length, stop_at_eos=False)
+        profiles[entry] = cb.profile(model, [it.prompt for it in items], samplers[name], cache, gen)
     command = ("dllm bench_cache " + " ".join(sys.argv[1:])).strip()
     md = cb.write(result, profiles, cfg.out_dir, cfg.title, command, model)
     for g, per in result.items():

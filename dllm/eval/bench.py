@@ -28,21 +28,24 @@ def bench(model, entries: dict[str, dict], baseline: str, tasks: list[str], n_it
     items = [it for name in tasks for it in get_task(name).items("test", n_items)]
     rows: dict[str, list[dict]] = {n: [] for n in order + ["oracle"]}
     def kwargs(name):
-        return {**gen, **{k: v for k, v in entries[name].items() if k != "sampler"}}
+        return {**gen, **{k: v for k, v in entries[name].items() if k not in ("sampler", "model")}}
+
+    def model_of(name):  # an entry may bring its own model (a distilled student beside its teacher)
+        return entries[name].get("model", model)
 
     for name in order:  # warm-up (thread pools, allocator) outside the timed loop
-        run_batch(model, entries[name]["sampler"], items[:1], kwargs(name))
+        run_batch(model_of(name), entries[name]["sampler"], items[:1], kwargs(name))
     bar = tqdm(total=len(items), desc="bench", disable=not progress)
     for s in range(0, len(items), batch_size):
         chunk = items[s:s + batch_size]
         ref = None
         for name in order:
             e = entries[name]
-            out, res = run_batch(model, e["sampler"], chunk, kwargs(name))
+            out, res = run_batch(model_of(name), e["sampler"], chunk, kwargs(name))
             rows[name] += out
             if name == baseline:
                 ref = res.ids
-        out, _ = run_batch(model, OracleSampler(), chunk, kwargs(baseline), reference=ref)
+        out, _ = run_batch(model_of(baseline), OracleSampler(), chunk, kwargs(baseline), reference=ref)
         rows["oracle"] += out
         bar.update(len(chunk))
     bar.close()

@@ -74,28 +74,35 @@ def cache_bench(model, samplers: dict, caches: list[str], tasks: list[str], n_it
 
 
 def profile(model, prompts: list[str], sampler, cache: str, gen: dict) -> dict:
-    """One generation with timers on every attention and MLP module and on the whole model:
-    milliseconds per forward in attention, MLP, the rest of the model (embedding, norms, vocabulary
-    projection) and the decode loop outside the model (sampler, bookkeeping, Python)."""
+    """One generation with timers on every attention and MLP module and on the whole model, split
+    by forward kind: ``full`` (the whole canvas: every uncached forward, and a cache's block
+    refresh) and ``cached`` (a cached step feeding only part of the canvas). Milliseconds per forward
+    in attention, MLP and the rest of the model (embedding, norms, vocabulary projection), and the
+    decode loop's own time outside the model (sampler, bookkeeping, Python) per forward."""
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
-    acc: dict[str, float] = defaultdict(float)
-    calls = [0]
+    cur: dict[str, float] = defaultdict(float)
+    forwards: list[dict] = []
     handles = []
 
-    def timed(module, key, count=False):
-        def pre(_m, _a):
+    def timed(module, key):
+        def pre(_m, args):
             sync()
-            acc["_t" + key] = time.perf_counter()
+            cur["_t" + key] = time.perf_counter()
+            if key == "model":
+                cur["fed"] = args[0].shape[1]
 
         def post(_m, _a, _o):
             sync()
-            acc[key] += time.perf_counter() - acc["_t" + key]
-            calls[0] += count
+            cur[key] += time.perf_counter() - cur["_t" + key]
+            if key == "model":
+                forwards.append({"fed": cur["fed"], "model": cur["model"], "attention": cur["attention"],
+                                 "mlp": cur["mlp"]})
+                cur["model"] = cur["attention"] = cur["mlp"] = 0.0
 
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post))
 
-    timed(model.core, "model", count=True)
+    timed(model.core, "model")
     for layer in model.core.layers:
         timed(layer.self_attn, "attention")
         timed(layer.mlp, "mlp")
@@ -107,11 +114,19 @@ def profile(model, prompts: list[str], sampler, cache: str, gen: dict) -> dict:
     finally:
         for h in handles:
             h.remove()
-    n = max(calls[0], 1)
-    return {"forwards": calls[0], "ms_per_forward": 1000 * wall / n,
-            "attention_ms": 1000 * acc["attention"] / n, "mlp_ms": 1000 * acc["mlp"] / n,
-            "other_model_ms": 1000 * (acc["model"] - acc["attention"] - acc["mlp"]) / n,
-            "loop_ms": 1000 * (wall - acc["model"]) / n}
+    width = max(f["fed"] for f in forwards)
+    out = {"forwards": len(forwards), "ms_per_forward": 1000 * wall / len(forwards),
+           "loop_ms": 1000 * (wall - sum(f["model"] for f in forwards)) / len(forwards)}
+    for kind, fs in (("full", [f for f in forwards if f["fed"] == width]),
+                     ("cached", [f for f in forwards if f["fed"] < width])):
+        if fs:
+            k = len(fs)
+            out[kind] = {"forwards": k, "fed_tokens": sum(f["fed"] for f in fs) / k,
+                         "model_ms": 1000 * sum(f["model"] for f in fs) / k,
+                         "attention_ms": 1000 * sum(f["attention"] for f in fs) / k,
+                         "mlp_ms": 1000 * sum(f["mlp"] for f in fs) / k,
+                         "other_model_ms": 1000 * sum(f["model"] - f["attention"] - f["mlp"] for f in fs) / k}
+    return out
 
 
 def machine(model) -> str:
@@ -138,20 +153,27 @@ def tables(result: dict, profiles: dict) -> str:
                          f"{f['speedup']:.2f}x | {f['ms_per_step']:.1f} | {f['forward_tokens']:.0f} | "
                          f"{f['cache_bytes_per_row'] / 1024:.0f} |")
         lines.append("")
-    names = list(next(iter(result.values())))
-    lines += ["### ms per decode step against generation length", "",
+    names = list(next(iter(result.values()))) if result else []
+    lines += [] if not result else ["### ms per decode step against generation length", "",
               "| cache + sampler | " + " | ".join(f"gen {g}" for g in result) + " | growth (last / first) |",
               "|" + "---|" * (len(result) + 2)]
-    for name in names:
+    for name in names:  # (empty without a bench: profiles only)
         ms = [result[g][name]["ms_per_step"] for g in result]
         lines.append(f"| {name} | " + " | ".join(f"{m:.1f}" for m in ms) + f" | {ms[-1] / ms[0]:.2f}x |")
     lines.append("")
     if profiles:
-        lines += ["### Where one forward's time goes (ms per forward)", "",
-                  "| entry | forwards | total | attention | MLP | rest of model | decode loop |", "|" + "---|" * 7]
+        lines += ["### Where a forward's time goes (ms per forward, by kind)", "",
+                  "`full` = the whole canvas (every uncached forward; a cache's block refresh), `cached` = a "
+                  "cached step; decode loop = time outside the model per forward, over all forwards.", "",
+                  "| entry | kind | forwards | tokens fed / row | model | attention | MLP | rest of model | decode loop |",
+                  "|" + "---|" * 9]
         for name, p in profiles.items():
-            lines.append(f"| {name} | {p['forwards']} | {p['ms_per_forward']:.2f} | {p['attention_ms']:.2f} | "
-                         f"{p['mlp_ms']:.2f} | {p['other_model_ms']:.2f} | {p['loop_ms']:.2f} |")
+            for kind in ("full", "cached"):
+                if kind in p:
+                    k = p[kind]
+                    lines.append(f"| {name} | {kind} | {k['forwards']} | {k['fed_tokens']:.0f} | {k['model_ms']:.2f} | "
+                                 f"{k['attention_ms']:.2f} | {k['mlp_ms']:.2f} | {k['other_model_ms']:.2f} | "
+                                 f"{p['loop_ms']:.2f} |")
     return "\n".join(lines)
 
 
@@ -185,8 +207,9 @@ def write(result: dict, profiles: dict, out_dir: str | Path, title: str, command
     md.write_text(f"# {title}\n\nCommand: `{command}`  \nMachine: {machine(model)}; every entry in one process, "
                   f"taking turns batch by batch; every position decoded (stop_at_eos=false), greedy.  \n"
                   f"Peak memory of the process: {peak_memory_mb(model):.0f} MiB.\n\n{extra}"
-                  f"![ms per step](step_time.png)\n\n{tables(result, profiles)}\n")
+                  f"{'![ms per step](step_time.png)' if result else ''}\n\n{tables(result, profiles)}\n")
     (out / "bench.json").write_text(json.dumps({"results": {str(g): v for g, v in result.items()},
                                                 "profiles": profiles}, indent=1))
-    step_plot(result, out / "step_time.png", title)
+    if result:
+        step_plot(result, out / "step_time.png", title)
     return md

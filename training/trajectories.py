@@ -1,0 +1,79 @@
+"""``dllm train recipe=trajectories`` — the teacher's own outputs as training targets
+(algorithms.md §8.1: dParallel distils a model onto its own decoding trajectories).
+
+The teacher (any model ``dllm.load`` reads) decodes each training prompt with the baseline sampler
+(one token per forward, greedy); prompts and outputs become a ``datasets`` dataset on disk:
+
+    <output_dir>/rows.jsonl   one line per decoded prompt, appended batch by batch
+    <output_dir>/dataset/     the datasets.Dataset (save_to_disk), written at the end
+    <output_dir>/meta.json    teacher, tokenizer fingerprint, decoding settings
+
+A rerun after an interruption keeps the rows already written (a torn last line is dropped) and
+decodes only the rest; nothing is generated twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dllm.errors import check
+from dllm.generate import generate
+from dllm.loading import load
+from dllm.samplers import LLaDASampler
+from dllm.training import common
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A short hash of the vocabulary: a student must read the teacher's token ids the same way."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
+def read_rows(path: Path) -> list[dict]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line from a killed run
+                break
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def run(teacher: str, data: str, output_dir: str, gen_length: int = 32, block_length: int = 32,
+        batch_size: int = 64) -> Path:
+    check(batch_size > 0, f"batch_size must be a positive integer, got {batch_size}")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load(teacher)
+    tok = model.tokenizer
+    records = list(common.load_records(data))
+    done = read_rows(out / "rows.jsonl")
+    check(len(done) <= len(records), f"{out / 'rows.jsonl'} holds more rows than the data {data!r}: another run's folder?")
+    todo = records[len(done):]
+    sampler = LLaDASampler()
+    bar = tqdm(total=len(records), initial=len(done), desc="trajectories")
+    for s in range(0, len(todo), batch_size):
+        chunk = todo[s:s + batch_size]
+        prompts = [common.encode_record(r, tok)[0] for r in chunk]
+        res = generate(model, prompts, sampler, gen_length=gen_length, block_length=block_length, stop_at_eos=True)
+        with (out / "rows.jsonl").open("a") as f:
+            for r, p, ids, text in zip(chunk, prompts, res.ids, res.text):
+                row = {"prompt": r.get("prompt", ""), "response": text, "prompt_ids": p, "response_ids": ids.tolist(),
+                       "task": r.get("task", "")}
+                f.write(json.dumps(row) + "\n")
+        bar.update(len(chunk))
+    bar.close()
+    import datasets
+
+    datasets.Dataset.from_list(read_rows(out / "rows.jsonl")).save_to_disk(str(out / "dataset"))
+    (out / "meta.json").write_text(json.dumps({"teacher": teacher, "tokenizer": tokenizer_fingerprint(tok),
+                                               "data": data, "gen_length": gen_length, "block_length": block_length,
+                                               "sampler": "llada (one token per forward, greedy)",
+                                               "rows": len(records)}, indent=1))
+    return out
