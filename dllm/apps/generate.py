@@ -44,10 +44,16 @@ def run(cfg: DictConfig) -> None:
         batch = prompts[i:i + cfg.batch_size]
         res = generate(model, batch, sampler, gen_length=cfg.gen_length, block_length=cfg.block_length,
                        steps=cfg.steps, cfg_scale=cfg.cfg_scale, stop_at_eos=cfg.stop_at_eos,
-                       chat_template=cfg.chat_template, seed=cfg.seed, trace=cfg.trace,
+                       chat_template=cfg.chat_template, seed=cfg.seed, trace=bool(cfg.trace),
                        cache=cfg.get("cache", "none"))
-        for prompt, text, st in zip(batch, res.text, res.stats):
+        for j, (prompt, text, st) in enumerate(zip(batch, res.text, res.stats)):
             print(f">>> {prompt}\n{text}")
+            if isinstance(cfg.trace, str):  # trace=out.png / out.html: one picture per prompt
+                from dllm.eval.trace_plot import render
+
+                k = i + j
+                path = Path(cfg.trace) if len(prompts) == 1 else Path(cfg.trace).with_stem(f"{Path(cfg.trace).stem}-{k}")
+                print(f"[trace: {render(res.trace[j], model.tokenizer, path, title=prompt[:80])}]")
             print(f"[NFE {st.nfe} | tokens/forward {st.tokens_per_forward:.2f} (real {st.real_tokens_per_forward:.2f}) | "
                   f"{st.gen_tokens} tokens | {st.tokens_per_second:.1f} tok/s | {st.wall_time:.2f} s | cache {res.cache}]")
             if out:
