@@ -86,6 +86,8 @@ def test_trajectories_resume_without_decoding_twice(teacher, tmp_path):
     assert meta["rows"] == 24 and len(meta["tokenizer"]) == 16
     row = json.loads(lines[0])
     assert len(row["response_ids"]) == 16 and row["prompt_ids"]
+    assert all(isinstance(json.loads(line)["correct"], bool) for line in lines)  # scored by the task's scorer
+    assert meta["scored"] == 24 and 0 <= meta["teacher_accuracy"] <= 100
 
 
 def test_two_steps_with_lora_and_the_loss_falls_on_a_fixed_batch(teacher, tmp_path):
@@ -107,6 +109,8 @@ def test_two_steps_with_lora_and_the_loss_falls_on_a_fixed_batch(teacher, tmp_pa
     (dict(lam=-1.0), r"lam \(the entropy weight λ\) must be >= 0, got -1.0"),
     (dict(lora_r=0), r"lora_r must be a positive integer \(or null for full fine-tuning\), got 0"),
     (dict(lora_r=4, lora_targets=["attn_out"]), r"lora target 'attn_out' matches no module; the model's linear layers are"),
+    (dict(keep="wrong"), r"keep must be 'all' or 'correct', got 'wrong'"),
+    (dict(keep="correct", lora_r=None), r"no trajectory left in .* with keep='correct'"),  # a 2-step teacher is never right
 ])
 def test_bad_input(teacher, tmp_path, kw, message):
     traj = trajectories(str(teacher), DATA, str(tmp_path / "t"), gen_length=16, block_length=8, batch_size=24)

@@ -69,7 +69,9 @@ def certainty_loss(logits: torch.Tensor, target: torch.Tensor, masked: torch.Ten
     return ce, ent
 
 
-def load_trajectories(path: str, student) -> list[tuple[list[int], list[int]]]:
+def load_trajectories(path: str, student, keep: str = "all") -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, teacher output ids) rows; ``keep="correct"`` drops the rows the task scorer
+    marked wrong (rows without a score are kept)."""
     import datasets
 
     folder = Path(path)
@@ -81,10 +83,12 @@ def load_trajectories(path: str, student) -> list[tuple[list[int], list[int]]]:
         raise DllmError(f"trajectories {folder} were written with another tokenizer ({meta['tokenizer']}) than the "
                         f"student's ({mine}): the token ids would mean different words")
     ds = datasets.load_from_disk(str(folder / "dataset"))
-    return [(list(r["prompt_ids"]), list(r["response_ids"])) for r in ds]
+    rows = [r for r in ds if keep == "all" or r.get("correct") is not False]
+    check(len(rows) > 0, f"no trajectory left in {folder} with keep={keep!r}")
+    return [(list(r["prompt_ids"]), list(r["response_ids"])) for r in rows]
 
 
-def run(trajectories: str, init: str, output_dir: str, block_length: int = 32, mask_ratio: float = 0.5,
+def run(trajectories: str, init: str, output_dir: str, keep: str = "all", block_length: int = 32, mask_ratio: float = 0.5,
         lam: float = 2.0, temperature: float = 0.5, max_steps: int = 1000, batch_size: int = 32, lr: float = 2e-5,
         warmup_steps: int = 0, min_lr_ratio: float = 1.0, weight_decay: float = 0.01, grad_clip: float = 1.0,
         seed: int = 0, save_every: int = 200, log_every: int = 10, lora_r: int | None = 128, lora_alpha: float = 128.0,
@@ -92,6 +96,7 @@ def run(trajectories: str, init: str, output_dir: str, block_length: int = 32, m
         mixed_precision: str = "no", debug_kill_at_step: int | None = None):
     """Distil; resumes from ``output_dir/checkpoint``. Returns the output folder."""
     check(lam >= 0, f"lam (the entropy weight λ) must be >= 0, got {lam}")
+    check(keep in ("all", "correct"), f"keep must be 'all' or 'correct', got {keep!r}")
     check(lora_r is None or lora_r > 0, f"lora_r must be a positive integer (or null for full fine-tuning), got {lora_r}")
     check(0 < mask_ratio < 1, f"mask_ratio must be in (0, 1), got {mask_ratio}")
     check(temperature > 0, f"temperature must be > 0, got {temperature}")
@@ -99,7 +104,7 @@ def run(trajectories: str, init: str, output_dir: str, block_length: int = 32, m
     holder = {}
 
     def on_start(model):
-        holder.update(examples=load_trajectories(trajectories, model), mask_id=model.mask_token_id,
+        holder.update(examples=load_trajectories(trajectories, model, keep), mask_id=model.mask_token_id,
                       pad=model.tokenizer.pad_token_id or model.tokenizer.eos_token_id)
         return len(holder["examples"])
 
@@ -118,7 +123,7 @@ def run(trajectories: str, init: str, output_dir: str, block_length: int = 32, m
         return ce_m + ce_c + lam * (ent_m + ent_c)
 
     return fit(lambda: load(init), on_start, loss_fn, recipe="certainty_forcing", output_dir=output_dir,
-               meta={"data": trajectories, "lam": lam, "block_length": block_length, "init": init},
+               meta={"data": trajectories, "keep": keep, "lam": lam, "block_length": block_length, "init": init},
                max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
                weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, save_every=save_every, log_every=log_every,
                lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,

@@ -50,7 +50,7 @@ def task_rows(spec: str) -> list[dict]:
     rows = []
     for entry in names:
         name, _, count = entry.partition("=")
-        rows += [{"prompt": it.prompt, "response": it.reference, "task": name}
+        rows += [{"prompt": it.prompt, "response": it.reference, "task": name, "meta": json.dumps(it.meta)}
                  for it in get_task(name).items("train", int(count or parts[2]))]
     return rows
 

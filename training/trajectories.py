@@ -6,7 +6,10 @@ The teacher (any model ``dllm.load`` reads) decodes each training prompt with th
 
     <output_dir>/rows.jsonl   one line per decoded prompt, appended batch by batch
     <output_dir>/dataset/     the datasets.Dataset (save_to_disk), written at the end
-    <output_dir>/meta.json    teacher, tokenizer fingerprint, decoding settings
+    <output_dir>/meta.json    teacher, tokenizer fingerprint, decoding settings, teacher accuracy
+
+Rows from the task suite are scored by the task's own scorer (``correct``), so a recipe can keep
+only the trajectories that are right.
 
 A rerun after an interruption keeps the rows already written (a torn last line is dropped) and
 decodes only the rest; nothing is generated twice.
@@ -31,6 +34,18 @@ def tokenizer_fingerprint(tokenizer) -> str:
     """A short hash of the vocabulary: a student must read the teacher's token ids the same way."""
     vocab = sorted(tokenizer.get_vocab().items())
     return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
+
+
+def is_correct(record: dict, output: str) -> bool | None:
+    """The task's own scorer on the teacher's output, for rows that come from the task suite
+    (``tasks:`` data carries the task name and the scorer's metadata); None where unknown."""
+    if not record.get("task") or record.get("meta") is None:
+        return None
+    from dllm.eval.tasks import get_task
+    from dllm.eval.tasks.base import Item
+
+    item = Item(record["task"], record["prompt"], record["response"], json.loads(record["meta"]))
+    return bool(get_task(record["task"]).score(item, output) >= 1.0)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -65,15 +80,19 @@ def run(teacher: str, data: str, output_dir: str, gen_length: int = 32, block_le
         with (out / "rows.jsonl").open("a") as f:
             for r, p, ids, text in zip(chunk, prompts, res.ids, res.text):
                 row = {"prompt": r.get("prompt", ""), "response": text, "prompt_ids": p, "response_ids": ids.tolist(),
-                       "task": r.get("task", "")}
+                       "task": r.get("task", ""), "correct": is_correct(r, text)}
                 f.write(json.dumps(row) + "\n")
         bar.update(len(chunk))
     bar.close()
     import datasets
 
-    datasets.Dataset.from_list(read_rows(out / "rows.jsonl")).save_to_disk(str(out / "dataset"))
+    rows = read_rows(out / "rows.jsonl")
+    datasets.Dataset.from_list(rows).save_to_disk(str(out / "dataset"))
+    scored = [r["correct"] for r in rows if r.get("correct") is not None]
     (out / "meta.json").write_text(json.dumps({"teacher": teacher, "tokenizer": tokenizer_fingerprint(tok),
                                                "data": data, "gen_length": gen_length, "block_length": block_length,
                                                "sampler": "llada (one token per forward, greedy)",
-                                               "rows": len(records)}, indent=1))
+                                               "rows": len(records), "scored": len(scored),
+                                               "teacher_accuracy": 100.0 * sum(scored) / max(len(scored), 1)},
+                                              indent=1))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import hydra
@@ -36,8 +37,10 @@ def run(cfg: DictConfig) -> None:
     check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
     check(cfg.batch_size > 0, f"batch_size must be a positive integer, got {cfg.batch_size}")
     tasks = task_list(cfg.tasks)
+    job_dir = sweep_job_dir()
+    output = job_dir / "items.jsonl" if job_dir else cfg.output  # a sweep run keeps its items in its own folder
     model, sampler = build(cfg.model), build(cfg.sampler)
-    per_task = evaluate(model, sampler, tasks, cfg.n_items, gen_kwargs(cfg), cfg.batch_size, cfg.output)
+    per_task = evaluate(model, sampler, tasks, cfg.n_items, gen_kwargs(cfg), cfg.batch_size, output)
     table = markdown_table(per_task)
     print(table)
     s = per_task["all"]
@@ -46,6 +49,25 @@ def run(cfg: DictConfig) -> None:
     if cfg.summary:
         Path(cfg.summary).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.summary).write_text(table + "\n")
+    if job_dir:  # one summary row per sweep run, gathered by `dllm sweep_report`
+        from hydra.core.hydra_config import HydraConfig
+
+        row = {"run": HydraConfig.get().job.override_dirname or job_dir.name, "overrides": list(HydraConfig.get().overrides.task), "sampler": repr(sampler),
+               "cache": cfg.get("cache", "none"), "block_length": cfg.block_length, "gen_length": cfg.gen_length,
+               "model": str(cfg.model.get("name_or_path", "")), "tasks": tasks, **s}
+        (job_dir / "summary.json").write_text(json.dumps(row, indent=1))
+
+
+def sweep_job_dir() -> Path | None:
+    """The run's own folder inside a Hydra multirun sweep (None outside a sweep)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    path = Path(HydraConfig.get().runtime.output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @hydra.main(config_path="pkg://dllm.conf", config_name="eval", version_base=None)
