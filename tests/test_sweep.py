@@ -41,3 +41,25 @@ def test_two_run_sweep_and_report(tmp_path):
 def test_report_of_an_empty_folder(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dllm.cli", "sweep_report", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "no finished runs" in r.stderr
+
+
+def test_two_processes_equal_one(tmp_path):
+    """`torchrun --nproc_per_node 2` shards the items over two CPU processes (gloo) and gathers them:
+    the merged rows equal a single-process run item for item."""
+    import shutil
+
+    common = ["eval", "tasks=[waiting_line/reverse,sudoku/4x4]", "n_items=5", "batch_size=2", "sampler=threshold"]
+    dllm(*common, f"output={tmp_path / 'one.jsonl'}")
+    torchrun = shutil.which("torchrun") or "torchrun"
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "dllm.cli", *common, f"output={tmp_path / 'two.jsonl'}"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    def rows(name):
+        return {(x["task"], x["index"]): (x["output"], x["score"], x["nfe"])
+                for x in map(json.loads, (tmp_path / name).read_text().splitlines())}
+
+    one, two = rows("one.jsonl"), rows("two.jsonl")
+    assert len(one) == 10 and one == two
+    assert not list(tmp_path.glob("two.jsonl.rank*"))  # merged and removed
+    assert r.stdout.count("accuracy") == 1  # the main process alone reports

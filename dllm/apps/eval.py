@@ -41,6 +41,10 @@ def run(cfg: DictConfig) -> None:
     output = job_dir / "items.jsonl" if job_dir else cfg.output  # a sweep run keeps its items in its own folder
     model, sampler = build(cfg.model), build(cfg.sampler)
     per_task = evaluate(model, sampler, tasks, cfg.n_items, gen_kwargs(cfg), cfg.batch_size, output)
+    from dllm.eval.runner import dist_state
+
+    if not dist_state().is_main_process:  # several processes: the main one reports
+        return
     table = markdown_table(per_task)
     print(table)
     s = per_task["all"]

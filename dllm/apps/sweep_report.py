@@ -33,6 +33,14 @@ def pareto(rows: list[dict], x: str) -> set[str]:
     return front
 
 
+def short_labels(rows: list[dict]) -> dict[str, str]:
+    """Run name -> only the overrides that differ between runs (``cache=dual, threshold=0.8``)."""
+    parsed = {r["run"]: dict(kv.partition("=")[::2] for kv in r["run"].split(",")) for r in rows}
+    keys = {k for d in parsed.values() for k in d}
+    varying = [k for k in sorted(keys) if len({d.get(k) for d in parsed.values()}) > 1]
+    return {run: ", ".join(f"{k.split('.')[-1]}={d.get(k)}" for k in varying) or run for run, d in parsed.items()}
+
+
 def plot(rows: list[dict], x: str, label: str, path: Path, title: str) -> None:
     import matplotlib
 
@@ -40,11 +48,12 @@ def plot(rows: list[dict], x: str, label: str, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     front = pareto(rows, x)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    names = short_labels(rows)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for r in rows:
         on = r["run"] in front
         ax.scatter(r[x], r["accuracy"], s=70 if on else 35, color="C3" if on else "C0", zorder=3)
-        ax.annotate(r["run"], (r[x], r["accuracy"]), textcoords="offset points", xytext=(5, 3), fontsize=6)
+        ax.annotate(names[r["run"]], (r[x], r["accuracy"]), textcoords="offset points", xytext=(5, 3), fontsize=6)
     pts = sorted((r[x], r["accuracy"]) for r in rows if r["run"] in front)
     ax.plot([p[0] for p in pts], [p[1] for p in pts], color="C3", lw=1, label="Pareto front")
     ax.set_xlabel(label)

@@ -69,33 +69,66 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
+def dist_state():
+    """accelerate's process state; on CPU it must be asked for explicitly, or a torchrun launch
+    would run every process as a single one."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def evaluate(model, sampler, tasks: list[str], n_items: int, gen: dict, batch_size: int = 16,
              out_path: str | Path | None = None, progress: bool = True) -> dict[str, dict]:
     """Evaluate on the first ``n_items`` test items of each task. Rows are appended to
-    ``out_path`` as they finish; a rerun skips the items already there."""
+    ``out_path`` as they finish; a rerun skips the items already there.
+
+    Under several processes (``torchrun --nproc_per_node N -m dllm.cli eval ...``; accelerate's
+    PartialState reads the launcher's environment) the items are sharded round-robin, each process
+    appends to its own ``<out>.rank<r>`` file, and the rows are gathered: every process returns
+    the summary of all items, and the main process writes the merged file."""
+    from accelerate.utils import gather_object
+
+    state = dist_state()
+    rank, world = state.process_index, state.num_processes
     out_path = Path(out_path) if out_path else None
+    part = out_path.with_name(f"{out_path.name}.rank{rank}") if out_path and world > 1 else out_path
     done = read_done(out_path)
-    if out_path:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
+    if world > 1:
+        done.update(read_done(part))
+    if part:
+        part.parent.mkdir(parents=True, exist_ok=True)
         # rewrite without a possibly torn last line before appending
-        out_path.write_text("".join(json.dumps(r) + "\n" for r in done.values()))
+        mine = done if world == 1 else read_done(part)
+        part.write_text("".join(json.dumps(r) + "\n" for r in mine.values()))
     todo = []
     for name in tasks:
         for i, it in enumerate(get_task(name).items("test", n_items)):
             if (name, i) not in done:
                 todo.append((i, it))
-    bar = tqdm(total=len(todo), desc="eval", disable=not progress or not todo)
+    todo = todo[rank::world]
+    bar = tqdm(total=len(todo), desc="eval", disable=not progress or not todo or not state.is_main_process)
     for s in range(0, len(todo), batch_size):
         chunk = todo[s:s + batch_size]
         rows, _ = run_batch(model, sampler, [it for _, it in chunk], gen)
         for (i, _), row in zip(chunk, rows):
             row["index"] = i
             done[item_key(row)] = row
-            if out_path:
-                with out_path.open("a") as f:
+            if part:
+                with part.open("a") as f:
                     f.write(json.dumps(row) + "\n")
         bar.update(len(chunk))
     bar.close()
+    if world > 1:  # every process ends with every row
+        for row in gather_object(list(done.values())):
+            done[item_key(row)] = row
+        if out_path and state.is_main_process:
+            ordered = sorted(done.values(), key=lambda r: (tasks.index(r["task"]) if r["task"] in tasks else -1,
+                                                           r["index"]))
+            out_path.write_text("".join(json.dumps(r) + "\n" for r in ordered))
+        state.wait_for_everyone()
+        if part:
+            part.unlink(missing_ok=True)  # merged into out_path
     per_task = {name: summarize([r for k, r in done.items() if k[0] == name and k[1] < n_items]) for name in tasks}
     per_task["all"] = summarize([r for k, r in done.items() if k[0] in tasks and k[1] < n_items])
     return per_task
