@@ -106,3 +106,20 @@ def test_chat_messages_go_through_the_chat_template():
     assert tok.decode(response).split() == ["sat", "on"]
     plain = common.encode_record({"prompt": "the cat", "response": "sat on"}, tok)
     assert plain[0][-1] == prompt[-1]
+
+
+def test_two_processes_data_parallel(tmp_path):
+    """`torchrun --nproc_per_node 2` runs the recipe unchanged as two data-parallel CPU processes
+    (gloo): each takes half of every global batch, the main process alone logs and saves."""
+    import shutil
+
+    out = tmp_path / "ddp"
+    arch = "{hidden_size: 32, num_layers: 2, num_heads: 4, num_kv_heads: 2, intermediate_size: 64, max_length: 128}"
+    r = subprocess.run([shutil.which("torchrun") or "torchrun", "--nproc_per_node", "2", "-m", "dllm.cli", "train",
+                        "recipe=mdlm_sft", f"recipe.data={DATA}", f"recipe.output_dir={out}", f"recipe.arch={arch}",
+                        "recipe.max_steps=2", "recipe.batch_size=8", "recipe.warmup_steps=1", "recipe.log_every=1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("done:") == 2  # both processes ran to the end
+    assert len(losses(out)) == 2  # logged once per step, by the main process
+    assert dllm.load(out / "final" / "model").family == "llada"
