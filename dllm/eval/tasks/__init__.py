@@ -12,6 +12,7 @@ from dllm.errors import DllmError
 from .base import Item, Task
 from .grid_puzzles import latin_square, sudoku
 from .gsm8k import GSM8K
+from .humaneval import HumanEval
 from .reasoning import reasoning_gym_available, reasoning_gym_tasks
 from .waiting_line import OPS, WaitingLine
 
@@ -19,7 +20,7 @@ _WAITING_LINE = [WaitingLine(op) for op in OPS]
 _PUZZLES = [latin_square(), sudoku()]
 _REASONING = reasoning_gym_tasks()
 
-TASKS: dict[str, Task] = {task.name: task for task in [*_WAITING_LINE, *_PUZZLES, *_REASONING, GSM8K()]}
+TASKS: dict[str, Task] = {task.name: task for task in [*_WAITING_LINE, *_PUZZLES, *_REASONING, GSM8K(), HumanEval()]}
 
 # rg/* tasks are listed even without reasoning-gym installed; their items() then say how to get it.
 TINY_TASKS: list[str] = [task.name for task in [*_WAITING_LINE, *_PUZZLES, *_REASONING]]
