@@ -89,7 +89,7 @@ class StepView:
         return window_attention(q, kc, vc, self.rows, self.kv_len, self.q_pos0, self.block_size, max_len=self.max_len)
 
 
-def cfg_canvas(model, canvas: Canvas, rows: torch.Tensor, x: torch.Tensor, cfg_scale: float):
+def cfg_canvas(model, canvas: Canvas, rows: torch.Tensor, x: torch.Tensor):
     """Unsupervised CFG: the unconditional copy has the prompt replaced by MASK."""
     prompt = canvas.valid[rows] & ~canvas.gen[rows]
     return torch.cat([x, x.masked_fill(prompt, model.mask_token_id)])
@@ -127,15 +127,13 @@ class CachePolicy:
         fed = valid.sum(-1)
         if not self.cfg_scale:
             return m(x, pos, valid, window=(a, b)), fed
-        both = m(cfg_canvas(m, c, rows, x, self.cfg_scale), torch.cat([pos, pos]), torch.cat([valid, valid]),
+        both = m(cfg_canvas(m, c, rows, x), torch.cat([pos, pos]), torch.cat([valid, valid]),
                  window=(a, b))
         return combine_cfg(both, self.cfg_scale), 2 * fed
 
 
 class KVCachePolicy(CachePolicy):
     """Shared machinery of the cached policies; subclasses only say what a forward feeds (:meth:`plan`)."""
-
-    attention_kind = "bidirectional"
 
     def setup(self, model, canvas: Canvas, cfg_scale: float) -> None:
         super().setup(model, canvas, cfg_scale)
@@ -161,7 +159,7 @@ class KVCachePolicy(CachePolicy):
 
     def plan(self, rows, a: int, b: int, first: bool):
         """-> (f0, f1) fed columns, w0 [n] first column written per row, kv_end [n] last column
-        (exclusive) attended per row, and whether this forward completes blocks (advance)."""
+        (exclusive) attended per row. ``first``: the rows' first forward in this window."""
         raise NotImplementedError
 
     def logits(self, rows: torch.Tensor, a: int, b: int, windows: torch.Tensor | None = None):
@@ -170,25 +168,26 @@ class KVCachePolicy(CachePolicy):
         first = not candidates and bool((self.refreshed[rows] != a).any())
         f0, f1, w0, kv_end = self.plan(rows, a, b, first)
         pad, end = self.pad[rows], self.end[rows]
+        stop = torch.clamp(end, max=f1)  # last fed valid column (exclusive) per row
         ws = torch.maximum(w0, pad)
-        we = torch.clamp(torch.minimum(end, torch.full_like(end, f1)), min=ws)
+        we = torch.clamp(stop, min=ws)
+        fed = torch.clamp(stop - torch.clamp(pad, min=f0), min=0)  # valid columns fed per row
         x = self.rows_x(rows, a, b, windows)
         pos = c.positions[rows, f0:f1]
         store_rows = rows
         if self.cfg_scale:  # unconditional copies live in store rows n..2n-1
-            x = cfg_canvas(m, c, rows, x, self.cfg_scale)
+            x = cfg_canvas(m, c, rows, x)
             pos = torch.cat([pos, pos])
             store_rows = torch.cat([rows, rows + c.x.shape[0]])
-            pad, end, ws, we, kv_end = (torch.cat([t, t]) for t in (pad, end, ws, we, kv_end))
+            pad, ws, we, kv_end = (torch.cat([t, t]) for t in (pad, ws, we, kv_end))
         store = self.store
         if candidates:  # each candidate writes its own window: a private copy of its row
             store, store_rows = self.store.gather(store_rows), torch.arange(len(store_rows), device=rows.device)
         view = StepView(store, store_rows, dst=ws - pad, src=ws - f0, count=we - ws, kv_len=kv_end - pad,
                         q_pos0=f0 - pad, block_size=self.block_size)
         out = m.forward_cached(x[:, f0:f1], pos, view, f0, (a, b))
-        fed = (torch.clamp(torch.minimum(end, torch.full_like(end, f1)) - torch.clamp(pad, min=f0), min=0))
         if self.cfg_scale:
-            out, fed = combine_cfg(out, self.cfg_scale), fed.view(2, -1).sum(0)
+            out, fed = combine_cfg(out, self.cfg_scale), 2 * fed
         if not candidates:
             self.refreshed[rows] = a
             self.advance(rows, a)
@@ -221,8 +220,6 @@ class DualCache(KVCachePolicy):
 
 class BlockCache(KVCachePolicy):
     name = "block"
-    attention_kind = "block_causal"
-
     def block_end(self, b: int) -> int:
         """Column one past the model block holding column b-1 (columns are aligned to blocks)."""
         bs = self.block_size

@@ -94,12 +94,11 @@ def evaluate(model, sampler, tasks: list[str], n_items: int, gen: dict, batch_si
     out_path = Path(out_path) if out_path else None
     part = out_path.with_name(f"{out_path.name}.rank{rank}") if out_path and world > 1 else out_path
     done = read_done(out_path)
-    if world > 1:
-        done.update(read_done(part))
+    mine = read_done(part) if world > 1 else done  # this process's own file
+    done.update(mine)
     if part:
         part.parent.mkdir(parents=True, exist_ok=True)
         # rewrite without a possibly torn last line before appending
-        mine = done if world == 1 else read_done(part)
         part.write_text("".join(json.dumps(r) + "\n" for r in mine.values()))
     todo = []
     for name in tasks:
