@@ -179,6 +179,10 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     else:
         check(len(prompts) > 0, "prompts must be a non-empty list")
         prompt_ids = [list(map(int, p)) for p in prompts]
+    if model.attention_kind == "block_causal" and model.block_size == 1:
+        # an autoregressive model (blocks of one token): only the leftmost MASK has a real logit,
+        # so it decodes one-token windows, one token per forward, whatever was asked
+        block_length, steps = 1, None
     per_block = validate(model, prompt_ids, gen_length, block_length, steps, cfg_scale)
     policy = make_cache(cache, model, block_length)
     if model.attention_kind == "block_causal" and model.block_size % block_length:

@@ -50,6 +50,8 @@ def resolve(name_or_path: str) -> Path:
 
 def detect_family(cfg: dict) -> Family | None:
     model_type = str(cfg.get("model_type", "")).lower()
+    if "bd_size" in cfg and model_type in FAMILIES["qwen2"].model_types:  # a block-diffusion Qwen2
+        return FAMILIES["fast_dllm_v2"]
     for family in FAMILIES.values():
         if model_type in family.model_types:
             return family
@@ -73,18 +75,26 @@ def load_tokenizer(folder: Path):
         hf_logging.set_verbosity(verbosity)
 
 
-def token_ids(cfg: dict, tokenizer, family_mask_names=(), family_end_names=()):
-    """mask, end and pad ids: config.json first, then the tokenizer's special tokens."""
+def token_ids(cfg: dict, tokenizer, family_mask_names=(), family_end_names=(), mask_optional=False):
+    """mask, end and pad ids: config.json first, then the tokenizer's special tokens. An AR model
+    (``mask_optional``) without a mask token gets a placeholder: its highest special token that is
+    not an end or pad token (a causal model never reads the window it decodes, and the decode loop
+    never proposes the mask id)."""
     vocab = tokenizer.get_vocab()
     mask = cfg.get("mask_token_id")
     if mask is None:
         mask = tokenizer.mask_token_id
     if mask is None:
         mask = next((vocab[n] for n in family_mask_names if n in vocab), None)
-    check(mask is not None, "tokenizer has no mask token: set mask_token_id in config.json or add a mask token "
-                            f"(looked for {list(family_mask_names) or ['tokenizer.mask_token']})")
     eos = cfg.get("eos_token_id")
     eos = tokenizer.eos_token_id if eos is None else eos
+    if mask is None and mask_optional:
+        taken = set(eos if isinstance(eos, list) else [eos]) | {cfg.get("pad_token_id"), tokenizer.pad_token_id}
+        spare = [i for i in tokenizer.all_special_ids if i not in taken]
+        spare += [vocab[t] for t in getattr(tokenizer, "added_tokens_encoder", {}) if vocab[t] not in taken]
+        mask = max(spare, default=None)
+    check(mask is not None, "tokenizer has no mask token: set mask_token_id in config.json or add a mask token "
+                            f"(looked for {list(family_mask_names) or ['tokenizer.mask_token']})")
     ends = list(eos) if isinstance(eos, list) else ([eos] if eos is not None else [])
     ends += [vocab[n] for n in family_end_names if n in vocab and vocab[n] not in ends]
     check(bool(ends), "model has no end-of-text token: set eos_token_id in config.json or the tokenizer")
@@ -122,22 +132,37 @@ def read_state_dict(folder: Path, family: Family, expected: dict[str, torch.Size
     return state
 
 
-def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu", shifted: bool | None = None):
-    """Load a diffusion LM: LLaDA, Dream, Fast-dLLM v2, a built-in model, or any transformers model.
+def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = "cpu", shifted: bool | None = None,
+         block_size: int | None = None):
+    """Load a diffusion LM: LLaDA, Dream, Fast-dLLM v2, an AR parent (Qwen2, Llama), a built-in
+    model, or any transformers model.
 
     ``shifted`` only matters for the generic adapter (whether its logits are token-shifted).
+    ``block_size`` overrides a block-causal model's block size at inference (a warning names both
+    when it differs from the trained one: Fast-dLLM v2 reports accuracy drops).
     """
     if isinstance(dtype, str):
         check(dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         dtype = DTYPES[dtype]
     folder = resolve(str(name_or_path))
     cfg = json.loads((folder / "config.json").read_text())
-    tokenizer = load_tokenizer(folder)
     family = detect_family(cfg)
+    core_cfg = family.read_config(cfg) if family is not None else None  # unsupported fields fail first
+    tokenizer = load_tokenizer(folder)
     if family is None:
         return _load_generic(folder, cfg, tokenizer, dtype, device, bool(shifted))
-    mask, ends, pad = token_ids(cfg, tokenizer, family.mask_token_names, family.end_token_names)
-    core_cfg = family.read_config(cfg)
+    mask, ends, pad = token_ids(cfg, tokenizer, family.mask_token_names, family.end_token_names, family.mask_optional)
+    if block_size is not None:
+        check(core_cfg.attention == "block_causal" and core_cfg.block_size != 1,
+              f"block_size applies to block-diffusion models; {folder.name} has {core_cfg.attention} attention"
+              + (" with blocks of one token (autoregressive)" if core_cfg.block_size == 1 else ""))
+        check(int(block_size) > 0, f"block_size must be a positive integer, got {block_size}")
+        if int(block_size) != core_cfg.block_size:
+            import warnings
+
+            warnings.warn(f"block_size {block_size} differs from the block size the model was trained with "
+                          f"({core_cfg.block_size}); Fast-dLLM v2 reports an accuracy drop", stacklevel=2)
+            core_cfg.block_size = int(block_size)
     with torch.device("meta"):
         core = Transformer(core_cfg)
     expected = {n: p.shape for n, p in core.state_dict().items()}

@@ -18,6 +18,9 @@ SPECIALS = {
     "llada": {"mask": "<|mdm_mask|>", "eos": "<|endoftext|>", "extra": ["<|eot_id|>"]},
     "dream": {"mask": "<|mask|>", "eos": "<|endoftext|>", "extra": ["<|im_end|>"]},
     "fast_dllm_v2": {"mask": "|<MASK>|", "eos": "<|endoftext|>", "extra": ["<|im_end|>"]},
+    # AR parents: no mask token (the loader picks a placeholder; block diffusion adds |<MASK>|)
+    "qwen2": {"mask": None, "eos": "<|endoftext|>", "extra": ["<|im_end|>"]},
+    "llama": {"mask": None, "eos": "<|endoftext|>", "extra": ["<|eot_id|>"]},
 }
 
 
@@ -45,6 +48,8 @@ def tiny_core_config(family: str, vocab_size: int, **overrides) -> CoreConfig:
         base.update(qkv_bias=False, attention="bidirectional")
     elif family == "dream":
         base.update(qkv_bias=True, attention="bidirectional")
+    elif family in ("qwen2", "llama"):  # causal = block-causal with one-token blocks
+        base.update(qkv_bias=family == "qwen2", attention="block_causal", block_size=1)
     else:
         base.update(qkv_bias=True, attention="block_causal", block_size=8)
     base.update(overrides)
@@ -57,7 +62,8 @@ def tiny_model(family: str = "llada", seed: int = 0, **overrides):
     cfg = tiny_core_config(family, len(tok), **overrides)
     vocab = tok.get_vocab()
     ends = [vocab[sp["eos"]]] + [vocab[t] for t in sp["extra"]]
-    return new_model(cfg, tok, family, vocab[sp["mask"]], ends, vocab[sp["eos"]], seed=seed)
+    mask = vocab[sp["mask"]] if sp["mask"] else vocab["<unk>"]  # what the AR loader picks
+    return new_model(cfg, tok, family, mask, ends, vocab[sp["eos"]], seed=seed)
 
 
 def tiny_checkpoint(folder: str | Path, family: str = "llada", seed: int = 0, max_shard_bytes: int | None = None,

@@ -26,6 +26,7 @@ class Family:
     shifted: bool  # logits at i predict token i+1 (Dream, Fast-dLLM v2); undone in the wrapper
     mask_token_names: tuple[str, ...] = ()  # tokenizer tokens tried when config has no mask id
     end_token_names: tuple[str, ...] = ()  # chat end tokens besides the tokenizer's eos
+    mask_optional: bool = False  # AR parents have no mask token; a placeholder id fills the canvas
     _compiled: list = field(default_factory=list, compare=False, repr=False)
 
     def _table(self):

@@ -1,0 +1,172 @@
+"""Block diffusion end to end (algorithms.md §4): AR parents in the core against transformers, AR
+decoding with its KV cache against transformers' greedy generate, the [noisy ; clean] training mask
+against a direct construction, the complementary masks, two optimiser steps of the recipe, and
+decoding of the adapted model."""
+
+import json
+
+import pytest
+import torch
+
+import dllm
+from dllm.errors import DllmError
+from dllm.testing import tiny_checkpoint, tiny_model
+from dllm.training.block_diffusion import adapt, bd_attention_mask, block_masks, collate, encode_dataset, run
+
+
+@pytest.fixture(scope="module")
+def parents(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ar")
+    return {fam: tiny_checkpoint(root / fam, fam, seed=3) for fam in ("qwen2", "llama")}
+
+
+def hf_model(folder):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model.config._attn_implementation = "eager"
+    return model.eval()
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_ar_parent_matches_transformers(parents, family):
+    """The core run causally = transformers' Qwen2/Llama with the same files, padding included."""
+    ours, ref = dllm.load(parents[family]), hf_model(parents[family])
+    assert ours.family == family and ours.block_size == 1 and ours.shifted
+    ids = torch.tensor([[5, 9, 12, 7, 30, 22, 8], [0, 0, 14, 6, 19, 25, 11]])
+    valid = torch.tensor([[1] * 7, [0, 0] + [1] * 5], dtype=torch.bool)
+    pos = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        want = ref(input_ids=ids, attention_mask=valid.long(), position_ids=pos).logits
+        got = ours(ids, pos, valid)  # row i predicts token i: undo the wrapper's unshift to compare
+    assert torch.allclose(got[:, 1:][valid[:, :-1]], want[:, :-1][valid[:, :-1]], atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_ar_decoding_with_kv_cache_equals_transformers_greedy(parents, family):
+    """The one decode loop with one-token windows and the exact block cache is AR decoding: same
+    tokens as transformers' greedy generate, one token per forward, the prompt prefilled once."""
+    ours, ref = dllm.load(parents[family]), hf_model(parents[family])
+    ref.generation_config.eos_token_id = None  # decode through end-of-text, as stop_at_eos=False does
+    prompts = [[5, 9, 12, 7], [14, 6, 19, 25, 11, 3]]
+    for cache in ("block", "none"):
+        res = dllm.generate(ours, prompts, dllm.samplers.LLaDASampler(), gen_length=8, block_length=32,
+                            stop_at_eos=False, cache=cache)
+        for p, got, st in zip(prompts, res.ids, res.stats):
+            with torch.no_grad():
+                want = ref.generate(torch.tensor([p]), max_new_tokens=8, do_sample=False,
+                                    pad_token_id=0, bad_words_ids=[[ours.mask_token_id]])[0, len(p):]
+            assert got.tolist() == want.tolist(), (family, cache)
+            assert st.nfe == 8 and st.committed == 8
+            if cache == "block":  # prefill (prompt + first window), then 2 tokens per step
+                assert st.forward_tokens == len(p) + 1 + 7 * 2
+
+
+def test_ar_checkpoint_the_core_cannot_express(tmp_path, parents):
+    for edit, field in [({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling"),
+                        ({"attention_bias": True}, "attention_bias"), ({"hidden_act": "gelu"}, "hidden_act")]:
+        folder = tmp_path / field
+        import shutil
+
+        shutil.copytree(parents["llama"], folder)
+        cfg = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**cfg, **edit}))
+        with pytest.raises(DllmError, match=rf"field {field}=.* is not supported"):
+            dllm.load(folder)
+
+
+def direct_bd_mask(positions, valid, block):
+    """[noisy ; clean] mask entry by entry from the four rules of algorithms.md §4.2."""
+    b, n = positions.shape
+    m = torch.zeros(b, 2 * n, 2 * n, dtype=torch.bool)
+    for r in range(b):
+        for qi in range(2 * n):
+            for ki in range(2 * n):
+                if not valid[r, ki % n]:
+                    continue
+                qb, kb = int(positions[r, qi % n]) // block, int(positions[r, ki % n]) // block
+                q_noisy, k_noisy = qi < n, ki < n
+                if q_noisy and k_noisy:
+                    m[r, qi, ki] = qb == kb
+                elif q_noisy:
+                    m[r, qi, ki] = kb < qb
+                elif not k_noisy:
+                    m[r, qi, ki] = kb <= qb
+        for qi in range(2 * n):  # a query that sees nothing (padding) may see every valid key
+            if not m[r, qi].any():
+                m[r, qi] = torch.cat([valid[r], valid[r]])
+    return m[:, None]
+
+
+def test_training_mask_matches_direct_construction():
+    valid = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1], [1] * 12], dtype=torch.bool)
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    got = bd_attention_mask(positions, valid, 4)
+    assert got.shape == (2, 1, 24, 24)
+    assert torch.equal(got, direct_bd_mask(positions, valid, 4))
+    # spot checks on row 1 (no padding): noisy 5 sees noisy 4..7 and clean 0..3 only
+    row = got[1, 0, 5]
+    assert row[:12].nonzero().flatten().tolist() == [4, 5, 6, 7]
+    assert row[12:].nonzero().flatten().tolist() == [0, 1, 2, 3]
+    assert not got[1, 0, 12:, :12].any()  # clean never sees noisy
+
+
+def test_complementary_masks_and_block_alignment():
+    tok = tiny_model("qwen2").tokenizer
+    rows = [{"prompt": "the cat sat", "response": "on a big red dog"}, {"prompt": "hello world yes no up", "response": "one two"}]
+    examples, dropped = encode_dataset(rows, tok, 4, 32, 64)
+    assert not dropped and all((len(p) + len(a)) % 4 == 0 for p, a in examples)
+    assert examples[0][1][-2:] == [tok.eos_token_id] * 2  # answer + end-of-text, padded to the block end
+    ids, pos, valid, answer = collate(examples, 0, 4, "cpu")
+    assert ids.shape[1] % 4 == 0
+    cols = torch.arange(ids.shape[1])
+    assert ((cols[None] - pos)[valid] % 4 == 0).all()  # left padding by whole blocks: columns keep block bounds
+    mask, comp = block_masks(pos, answer, 4, torch.Generator().manual_seed(0))
+    assert not (mask & comp).any() and torch.equal(mask | comp, answer)  # every answer token exactly once
+    assert not ((mask | comp) & ~answer).any()  # prompt and padding never masked
+
+
+def test_two_optimiser_steps_adapt_an_ar_parent(tmp_path, parents):
+    """The recipe adapts a Qwen2 parent without a mask token: |<MASK>| is added, the result is a
+    Fast-dLLM v2 checkpoint with the trained block size that loads and decodes."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": "the cat sat on", "response": r}) + "\n"
+                            for r in ["a big red dog", "one two three", "yes no", "up down left right"]))
+    out = run(str(data), str(tmp_path / "bd"), init=str(parents["qwen2"]), block_size=4, max_steps=2,
+              batch_size=4, lr=1e-3, save_every=1, log_every=1)
+    lines = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2] and all(r["loss"] > 0 for r in lines)
+    cfg = json.loads((out / "final" / "model" / "config.json").read_text())
+    assert cfg["model_type"] == "Fast_dLLM_Qwen" and cfg["bd_size"] == 4
+    model = dllm.load(out / "final" / "model")
+    assert model.family == "fast_dllm_v2" and model.block_size == 4
+    assert model.tokenizer.convert_ids_to_tokens(model.mask_token_id) == "|<MASK>|"
+    assert model.core.embed_tokens.weight.shape[0] == len(model.tokenizer)
+    res = dllm.generate(model, ["the cat sat on"], dllm.samplers.ThresholdSampler(threshold=0.9), gen_length=8,
+                        block_length=4, cache="block")
+    assert res.stats[0].nfe >= 1
+    with pytest.raises(DllmError, match="trained with block_size 4, not 8"):
+        run(str(data), str(tmp_path / "bd"), init=str(parents["qwen2"]), block_size=8, max_steps=3)
+
+
+def test_adapting_needs_an_ar_parent(tmp_path):
+    v2 = tiny_checkpoint(tmp_path / "v2", "fast_dllm_v2")
+    with pytest.raises(DllmError, match="init must be an autoregressive checkpoint"):
+        run("tasks:waiting_line/copy:8", str(tmp_path / "o"), init=str(v2), block_size=8, max_steps=1)
+
+
+def test_inference_block_size_other_than_trained_warns(parents, tmp_path):
+    v2 = tiny_checkpoint(tmp_path / "v2", "fast_dllm_v2")
+    with pytest.warns(UserWarning, match=r"block_size 16 differs from the block size the model was trained with \(8\)"):
+        model = dllm.load(v2, block_size=16)
+    assert model.block_size == 16
+    with pytest.raises(DllmError, match="block_size applies to block-diffusion models"):
+        dllm.load(parents["qwen2"], block_size=8)
+
+
+def test_adapt_keeps_weights(parents):
+    model = dllm.load(parents["qwen2"])
+    before = model.core.layers[0].self_attn.q_proj.weight.clone()
+    adapt(model, 8)
+    assert model.block_size == 8 and model.family == "fast_dllm_v2"
+    assert torch.equal(model.core.layers[0].self_attn.q_proj.weight, before)

@@ -1,0 +1,188 @@
+"""``dllm train recipe=block_diffusion`` — Fast-dLLM v2's recipe (algorithms.md §4.2): adapt an
+autoregressive model (Qwen2 / Llama format) into a block-diffusion model, saved in the Fast-dLLM v2
+format (block-causal attention with ``bd_size`` blocks aligned to absolute positions, shifted logits).
+
+One training example is [prompt | answer + end-of-text], the end-of-text padding running to the
+next multiple of the block size, so no block straddles two samples (each row is one sample). For a
+batch of B rows of length L:
+
+1. Blocks are ``position // block_size``. Each (row, block) draws t ~ U(0, 1) and
+   p = (1 − ε) t + ε; each answer token of the block is masked with probability p (prompt tokens
+   never). The **complementary view** masks exactly the other answer tokens; both views go in the
+   same batch (2B rows), so every answer token is supervised exactly once per step.
+2. The input of a view is [x_t ; x_0] (noisy copy, then clean copy: 2L columns), both halves at
+   positions 0..L−1.
+3. Attention (:func:`bd_attention_mask`), with blk = block of a column within its half:
+   noisy→noisy iff same block; noisy→clean iff clean block < noisy block; clean→clean iff
+   key block ≤ query block; clean→noisy never. A noisy block therefore sees exactly what it sees
+   when it is decoded: the clean earlier blocks and its own partly masked self.
+4. Loss on the noisy half only, with the AR token shift: the hidden state at column i predicts the
+   token at i+1 (the parent's own convention, which is why the adaptation is cheap); plain token
+   mean of the cross-entropy over the masked tokens (no 1/t weighting).
+
+Our choice where the reference differs: the end-of-text padding up to the block boundary is
+supervised (the reference pads with MASK and ignores it), so the model learns to fill the rest of
+the last block with end-of-text in parallel, as LLaDA supervises its padding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dllm.errors import check
+from dllm.loading import load
+from dllm.models import FAMILIES
+from dllm.training import common
+from dllm.training.ar_sft import AR_FAMILIES
+from dllm.training.fit import fit
+
+MASK_TOKEN = "|<MASK>|"  # added when the parent's tokenizer has no mask token (as Fast-dLLM v2 does)
+
+
+def bd_attention_mask(positions: torch.Tensor, valid: torch.Tensor, block_size: int) -> torch.Tensor:
+    """positions, valid [B, L] of one half -> bool [B, 1, 2L, 2L] over [noisy ; clean], True = may attend."""
+    blk = positions // block_size  # [B, L]
+    q, k = blk[:, :, None], blk[:, None, :]  # [B, L, 1], [B, 1, L]
+    nn_ = q == k  # noisy -> noisy: same block
+    nc = k < q  # noisy -> clean: strictly earlier blocks
+    cc = k <= q  # clean -> clean: block-causal
+    cn = torch.zeros_like(nn_)  # clean -> noisy: never
+    allowed = torch.cat([torch.cat([nn_, nc], -1), torch.cat([cn, cc], -1)], 1)  # [B, 2L, 2L]
+    keys = torch.cat([valid, valid], -1)[:, None, :]  # [B, 1, 2L]
+    allowed = allowed & keys
+    empty = ~allowed.any(-1, keepdim=True)  # padding queries: any valid key, output ignored
+    return (allowed | (empty & keys))[:, None]
+
+
+def adapt(model, block_size: int):
+    """An AR model -> the same weights as a Fast-dLLM v2 block-diffusion model (in place)."""
+    check(block_size > 1, f"block_size must be an integer > 1, got {block_size}")
+    tok = model.tokenizer
+    names = FAMILIES["fast_dllm_v2"].mask_token_names + FAMILIES["qwen2"].mask_token_names
+    if tok.mask_token is None and tok.convert_ids_to_tokens(model.mask_token_id) not in names:
+        # the AR loader's placeholder id is a real token of the parent: add a dedicated one
+        tok.add_special_tokens({"mask_token": MASK_TOKEN})
+        grow_vocab(model, len(tok))
+        model.mask_token_id = tok.mask_token_id
+    model.core.cfg.block_size = block_size
+    model.family = "fast_dllm_v2"
+    return model
+
+
+def grow_vocab(model, n: int) -> None:
+    """New token rows start at the mean embedding / output row (a neutral start for the mask)."""
+    core = model.core
+    old = core.embed_tokens.weight.data
+    if n <= old.shape[0]:
+        return
+    emb = torch.nn.Embedding(n, old.shape[1]).to(old)
+    emb.weight.data[:old.shape[0]] = old
+    emb.weight.data[old.shape[0]:] = old.mean(0)
+    core.embed_tokens = emb
+    head = torch.nn.Linear(old.shape[1], n, bias=False).to(old)
+    head.weight.data[:old.shape[0]] = core.lm_head.weight.data
+    head.weight.data[old.shape[0]:] = core.lm_head.weight.data.mean(0)
+    core.lm_head = head
+    if core.cfg.tie_embeddings:
+        core.lm_head.weight = core.embed_tokens.weight
+    core.cfg.vocab_size = n
+
+
+def encode_dataset(rows, tokenizer, block_size: int, max_answer_length: int, max_prompt_length: int):
+    """-> (prompt ids, answer + end-of-text padded so prompt + answer ends on a block boundary)."""
+    eos = tokenizer.eos_token_id
+    out, dropped = [], 0
+    for row in rows:
+        prompt, resp = common.encode_record(row, tokenizer)
+        if len(resp) + 1 > max_answer_length or len(prompt) > max_prompt_length or not prompt:
+            dropped += 1
+            continue
+        end = -(-(len(prompt) + len(resp) + 1) // block_size) * block_size
+        out.append((prompt, resp + [eos] * (end - len(prompt) - len(resp))))
+    check(len(out) > 0, f"no example fits answer_length={max_answer_length} and max_prompt_length={max_prompt_length}")
+    return out, dropped
+
+
+def collate(examples, pad_id: int, block_size: int, device):
+    """-> ids, positions, valid, answer [B, L]; rows left-padded by whole blocks so a column's
+    block is the same in every row (the decode canvas's layout), L a multiple of the block."""
+    p = max(-(-len(q) // block_size) * block_size for q, _ in examples)  # prompt columns, whole blocks
+    width = p + max(len(q) + len(a) - -(-len(q) // block_size) * block_size for q, a in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    valid = torch.zeros_like(ids, dtype=torch.bool)
+    answer = torch.zeros_like(valid)
+    for i, (prompt, ans) in enumerate(examples):
+        s = p - -(-len(prompt) // block_size) * block_size  # block-aligned left padding
+        n = len(prompt) + len(ans)
+        ids[i, s:s + n] = torch.tensor(prompt + ans)
+        valid[i, s:s + n] = True
+        answer[i, s + len(prompt):s + n] = True
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    return ids.to(device), positions.to(device), valid.to(device), answer.to(device)
+
+
+def block_masks(positions, answer, block_size: int, gen: torch.Generator, eps: float = 1e-3):
+    """-> (mask, complement) bool [B, L]: per-(row, block) ratio p = (1 − ε) t + ε, answer tokens only."""
+    b, length = positions.shape
+    n_blocks = int(positions.max()) // block_size + 1
+    t = torch.rand(b, n_blocks, generator=gen).to(positions.device)
+    p = ((1 - eps) * t + eps).gather(1, positions // block_size)  # [B, L]: each column's block ratio
+    u = torch.rand((b, length), generator=gen).to(positions.device)
+    mask = answer & (u < p)
+    return mask, answer & ~mask
+
+
+def bd_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id: int, block_size: int):
+    """Both views in one forward of 2B rows × 2L columns; token-mean CE over the masked tokens."""
+    mask, comp = block_masks(positions, answer, block_size, gen)
+    masked = torch.cat([mask, comp])  # [2B, L]
+    clean = torch.cat([ids, ids])
+    noisy = clean.masked_fill(masked, mask_id)
+    pos = torch.cat([positions, positions])
+    inputs = torch.cat([noisy, clean], 1)  # [2B, 2L]
+    attn = bd_attention_mask(pos, torch.cat([valid, valid]), block_size)
+    core = model.module.core if hasattr(model, "module") else model.core
+    length = ids.shape[1]
+    logits = core(inputs, torch.cat([pos, pos], 1), attn, out=slice(0, length - 1))  # [2B, L-1, V]: column i -> i+1
+    target = masked[:, 1:]
+    return F.cross_entropy(logits[target], clean[:, 1:][target])
+
+
+def run(data: str, output_dir: str, init: str, block_size: int = 32, answer_length: int = 32,
+        max_prompt_length: int = 128, max_steps: int = 1000, batch_size: int = 32, lr: float = 2e-5,
+        warmup_steps: int = 30, min_lr_ratio: float = 1.0, weight_decay: float = 0.0, grad_clip: float = 1.0,
+        seed: int = 0, save_every: int = 200, log_every: int = 10, lora_r: int = 0, lora_alpha: float = 16.0,
+        lora_dropout: float = 0.0, lora_targets: list | None = None, gradient_checkpointing: bool = False,
+        mixed_precision: str = "no", debug_kill_at_step: int | None = None):
+    """Adapt ``init`` (an AR checkpoint); resumes from ``output_dir/checkpoint`` when it exists."""
+    check(isinstance(block_size, int) and block_size > 1, f"block_size must be an integer > 1, got {block_size}")
+    rows = list(common.load_records(data))
+    holder = {}
+
+    def build():
+        model = load(init)
+        check(model.family in AR_FAMILIES, f"init must be an autoregressive checkpoint ({'/'.join(AR_FAMILIES)}) "
+                                           f"to adapt, {init} is {model.family}")
+        return adapt(model, block_size)
+
+    def on_start(model):
+        check(model.family == "fast_dllm_v2" and model.block_size == block_size,
+              f"the checkpoint in {output_dir} was trained with block_size {model.block_size}, not {block_size}")
+        examples, dropped = encode_dataset(rows, model.tokenizer, block_size, answer_length, max_prompt_length)
+        if dropped:
+            print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
+        holder.update(examples=examples, pad=model.pad_token_id, mask=model.mask_token_id)
+        return len(examples)
+
+    def loss_fn(model, idx, gen, device, step):
+        batch = collate([holder["examples"][i] for i in idx], holder["pad"], block_size, device)
+        return bd_loss(model, *batch, gen, holder["mask"], block_size)
+
+    return fit(build, on_start, loss_fn, recipe="block_diffusion", output_dir=output_dir,
+               meta={"data": data, "init": str(init), "block_size": block_size}, max_steps=max_steps,
+               batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
+               weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, save_every=save_every,
+               log_every=log_every, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+               lora_targets=lora_targets, gradient_checkpointing=gradient_checkpointing,
+               mixed_precision=mixed_precision, debug_kill_at_step=debug_kill_at_step)
