@@ -68,6 +68,14 @@ def load_tokenizer(folder: Path):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # AutoTokenizer peeks at config.json and warns on unknown model types
     try:
+        tok_cfg = folder / "tokenizer_config.json"
+        cls = json.loads(tok_cfg.read_text()).get("tokenizer_class") if tok_cfg.exists() else None
+        if cls in ("TokenizersBackend", "PreTrainedTokenizerFast") and (folder / "tokenizer.json").exists():
+            # a plain tokenizer.json: AutoTokenizer would pick the class of config.json's model_type
+            # (Qwen2Tokenizer for a qwen2 model), which re-builds the pre-tokenizer and changes ids
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(str(folder))
         return AutoTokenizer.from_pretrained(str(folder))
     except Exception as e:
         raise DllmError(f"model folder {folder} has no tokenizer transformers can read ({type(e).__name__})") from e

@@ -170,3 +170,16 @@ def test_adapt_keeps_weights(parents):
     adapt(model, 8)
     assert model.block_size == 8 and model.family == "fast_dllm_v2"
     assert torch.equal(model.core.layers[0].self_attn.q_proj.weight, before)
+
+
+def test_saved_ar_model_keeps_its_tokenizer(tmp_path):
+    """A qwen2-format folder with a plain tokenizer.json must not be read as Qwen2Tokenizer (which
+    re-builds the pre-tokenizer and changes the ids the model was trained on)."""
+    from dllm.loading import save_pretrained
+    from dllm.training.ar_sft import build_model
+
+    model = build_model(None, dict(hidden_size=32, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=48),
+                        "dllm-tiny", [], 0, 0)
+    text = 'copy: ["Ann Lee", "Bob Stone"]'
+    loaded = dllm.load(save_pretrained(model, tmp_path / "m"))
+    assert loaded.tokenizer(text)["input_ids"] == model.tokenizer(text)["input_ids"]
