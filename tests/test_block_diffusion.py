@@ -183,3 +183,42 @@ def test_saved_ar_model_keeps_its_tokenizer(tmp_path):
     text = 'copy: ["Ann Lee", "Bob Stone"]'
     loaded = dllm.load(save_pretrained(model, tmp_path / "m"))
     assert loaded.tokenizer(text)["input_ids"] == model.tokenizer(text)["input_ids"]
+
+
+@pytest.mark.parametrize("prompt_len", [8, 16])
+def test_prompt_of_whole_blocks_is_prefilled(prompt_len):
+    """The reference prefills only when the prompt is longer than a block, so a prompt of exactly one
+    block is invisible to the first block (algorithms.md §4.3). Here the first forward feeds the
+    prompt's blocks with the first window, and the block cache equals no cache token for token."""
+    model = tiny_model("fast_dllm_v2", seed=4, num_layers=2).double()  # blocks of 8
+    prompt = list(range(5, 5 + prompt_len))
+    s = dllm.samplers.ThresholdSampler(threshold=0.9)
+    base = dllm.generate(model, [prompt], s, gen_length=16, block_length=8, cache="none", stop_at_eos=False)
+    got = dllm.generate(model, [prompt], s, gen_length=16, block_length=8, cache="block", stop_at_eos=False)
+    assert torch.equal(base.ids[0], got.ids[0])
+    other = dllm.generate(model, [[p + 1 for p in prompt]], s, gen_length=16, block_length=8, cache="block",
+                          stop_at_eos=False)
+    assert not torch.equal(other.ids[0], got.ids[0])  # the answer depends on the prompt
+
+
+def test_embedded_block_diffusion_model_every_sampler_block_cache_exact(tmp_path):
+    """dllm-tiny-bd (shipped) decodes held-out items with every sampler, and the exact block cache
+    gives the same tokens as no cache (float64, so no near-tie can flip an argmax)."""
+    from dllm.eval.tasks import get_task
+    from dllm.samplers import SAMPLERS, Learn2PDFilter, Learn2PDSampler
+
+    model = dllm.load("dllm-tiny-bd", dtype="float64")
+    assert model.family == "fast_dllm_v2" and model.block_size == 16
+    items = [it for t in ("waiting_line/copy", "waiting_line/reverse", "sudoku/4x4") for it in get_task(t).items("test", 1)]
+    prompts = [it.prompt for it in items]
+    for name in sorted(SAMPLERS):
+        if name == "learn2pd":
+            torch.manual_seed(0)
+            s = Learn2PDSampler(filter=str(Learn2PDFilter(block_length=16).save(tmp_path / "f")), threshold=0.5)
+        else:
+            s = SAMPLERS[name]()
+        base = dllm.generate(model, prompts, s, gen_length=32, block_length=16, cache="none")
+        got = dllm.generate(model, prompts, s, gen_length=32, block_length=16, cache="block")
+        assert [t.tolist() for t in got.ids] == [t.tolist() for t in base.ids], name
+    res = dllm.generate(model, prompts, dllm.samplers.LLaDASampler(), gen_length=32, block_length=16, cache="block")
+    assert sum(get_task(it.task).score(it, text) for it, text in zip(items, res.text)) >= 2

@@ -22,7 +22,11 @@ LLaDA-8B (`dllm.load("{name}")`) and is the default model of `dllm generate`, `d
 `dllm bench`."""
 
 
-def loss_plot(loss_files: list[Path], png: Path, title: str) -> None:
+LOSS_LABEL = {"mdlm_sft": "MDLM loss (1/t weighted)", "ar_sft": "next-token cross-entropy",
+              "block_diffusion": "masked-token cross-entropy", "certainty_forcing": "certainty-forcing loss"}
+
+
+def loss_plot(loss_files: list[Path], png: Path, title: str, ylabel: str = LOSS_LABEL["mdlm_sft"]) -> None:
     """Loss of one or more consecutive stages (each stage's steps continue the previous one's)."""
     import matplotlib
 
@@ -44,7 +48,7 @@ def loss_plot(loss_files: list[Path], png: Path, title: str) -> None:
     ax.plot(steps, smooth, lw=1.8, label="moving average")
     ax.set_yscale("log")
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("MDLM loss (1/t weighted)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -75,23 +79,32 @@ def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_lengt
         shutil.rmtree(dest)
     shutil.copytree(src / "model", dest)
     recipe = json.loads((src / "recipe.json").read_text())
-    loss_plot([Path(r) / "loss.jsonl" for r in earlier_runs] + [run / "loss.jsonl"], dest / "loss.png", name)
+    loss_plot([Path(r) / "loss.jsonl" for r in earlier_runs] + [run / "loss.jsonl"], dest / "loss.png", name,
+              LOSS_LABEL.get(recipe.get("recipe"), "loss"))
     model = load(str(dest))
+    cfg = model.core.cfg
+    # decode as the model was trained: LLaDA one block; block diffusion its blocks with the exact
+    # block cache; an AR model (blocks of one token) one token per forward with its KV cache
+    if cfg.attention == "block_causal":
+        block, cache = (cfg.block_size if cfg.block_size > 1 else gen_length), "block"
+        kind = ("causal (autoregressive)" if cfg.block_size == 1
+                else f"block-causal (blocks of {cfg.block_size}, aligned to absolute positions)")
+    else:
+        block, cache, kind = gen_length, "none", "bidirectional"
     params = sum(p.numel() for p in model.core.parameters())
     size_mb = sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 2**20
     tasks = task_list("tiny")
-    per_task = evaluate(model, LLaDASampler(), tasks, n_items, dict(gen_length=gen_length, block_length=gen_length),
-                        batch_size=50)
-    cfg = model.core.cfg
+    per_task = evaluate(model, LLaDASampler(), tasks, n_items,
+                        dict(gen_length=gen_length, block_length=block, cache=cache), batch_size=50)
     card = f"""# {name}
 
 {description or DEFAULT_DESCRIPTION.format(name=name)}
 
 | | |
 |---|---|
-| architecture | bidirectional transformer, {cfg.num_layers} layers, d_model {cfg.hidden_size}, {cfg.num_heads} heads ({cfg.num_kv_heads} KV heads), SwiGLU {cfg.intermediate_size}, RoPE θ {cfg.rope_theta:g} |
+| architecture | {kind} transformer ({model.family} format), {cfg.num_layers} layers, d_model {cfg.hidden_size}, {cfg.num_heads} heads ({cfg.num_kv_heads} KV heads), SwiGLU {cfg.intermediate_size}, RoPE θ {cfg.rope_theta:g} |
 | parameters | {params / 1e6:.2f} M ({size_mb:.1f} MB float32 safetensors) |
-| tokenizer | BPE, {len(model.tokenizer)} tokens, digits split one per token; `<|mdm_mask|>` {model.mask_token_id}, `<|endoftext|>` {model.eos_token_ids[0]} |
+| tokenizer | BPE, {len(model.tokenizer)} tokens, digits split one per token; `{model.tokenizer.convert_ids_to_tokens(model.mask_token_id)}` {model.mask_token_id}, `{model.tokenizer.convert_ids_to_tokens(model.eos_token_ids[0])}` {model.eos_token_ids[0]} |
 | data | `{recipe["data"]}` — training split of the task suite (test items never seen) |
 | training | last stage: {recipe["step"]} optimizer steps{f", {recipe['train_seconds'] / 60:.0f} min" if "train_seconds" in recipe else ""}; all stages, wall time and machine below |
 
@@ -109,7 +122,7 @@ Training command (resumable: rerun the same command after an interruption):
 
 One token per forward (LLaDA top-k, `steps = gen_length = {gen_length}`, greedy), first {n_items} test
 items of each task; `python -m dllm.training.publish` reproduces it
-(`dllm eval tasks=tiny gen_length={gen_length} block_length={gen_length}` gives the same figures):
+(`dllm eval model.name_or_path={name} tasks=tiny gen_length={gen_length} block_length={block} cache={cache}` gives the same figures):
 
 {markdown_table(per_task)}
 """
