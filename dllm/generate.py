@@ -160,13 +160,14 @@ def truncate(canvas: Canvas, rows: torch.Tensor, a: int, end_at: torch.Tensor, e
 
 @torch.no_grad()
 def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, gen_length: int = 64,
-             block_length: int = 32, steps: int | None = None, cfg_scale: float = 0.0, stop_at_eos: bool = True,
+             block_length: int | None = None, steps: int | None = None, cfg_scale: float = 0.0, stop_at_eos: bool = True,
              chat_template: bool | None = None, seed: int | None = None, trace: bool = False,
              reference: list[torch.Tensor] | None = None, cache: str | CachePolicy = "none") -> GenerationResult:
     """Decode ``prompts`` (text, or token-id lists) with ``sampler``.
 
     steps: schedule budget over the whole generation (None = gen_length, one token per forward for
-    schedule-driven samplers); it must divide over the gen_length/block_length blocks. Threshold
+    schedule-driven samplers); it must divide over the gen_length/block_length blocks.
+    block_length: the decode window (None = the model's block for block-diffusion models, else 32). Threshold
     samplers ignore it and loop until each block is clean.
     reference: per prompt, a known output of the generation area ([gen_length] ids) handed to
     analysis samplers (the oracle); decoding itself never reads it.
@@ -179,6 +180,8 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     else:
         check(len(prompts) > 0, "prompts must be a non-empty list")
         prompt_ids = [list(map(int, p)) for p in prompts]
+    if block_length is None:  # the model's own block for block diffusion, LLaDA's 32 otherwise
+        block_length = model.block_size if model.attention_kind == "block_causal" and model.block_size > 1 else 32
     if model.attention_kind == "block_causal" and model.block_size == 1:
         # an autoregressive model (blocks of one token): only the leftmost MASK has a real logit,
         # so it decodes one-token windows, one token per forward, whatever was asked
