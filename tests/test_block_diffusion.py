@@ -222,3 +222,18 @@ def test_embedded_block_diffusion_model_every_sampler_block_cache_exact(tmp_path
         assert [t.tolist() for t in got.ids] == [t.tolist() for t in base.ids], name
     res = dllm.generate(model, prompts, dllm.samplers.LLaDASampler(), gen_length=32, block_length=16, cache="block")
     assert sum(get_task(it.task).score(it, text) for it, text in zip(items, res.text)) >= 2
+
+
+def test_bench_block_command_runs_both_models(tmp_path):
+    """`dllm bench --config-name=bench_block` puts the AR parent and the block-diffusion model in one
+    table (one item here; the committed table is bench/block_diffusion/bench.md)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "dllm.cli", "bench", "--config-name=bench_block", "n_items=1",
+                          "tasks=[waiting_line/copy]", f"out_dir={tmp_path}"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = (tmp_path / "bench.md").read_text()
+    for name in ("ar_parent_kv_cache", "bd_one_per_forward", "bd_threshold_0.9", "bd_threshold_0.9_sub_block_8"):
+        assert name in table

@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> None:
             models[key] = models[key] if key in models else build(e.model)
             entries[name]["model"] = models[key]
     gen = dict(gen_length=cfg.gen_length, block_length=cfg.block_length, stop_at_eos=cfg.get("stop_at_eos", True))
-    result = bench(model, entries, cfg.baseline, tasks, cfg.n_items, gen, cfg.batch_size)
+    result = bench(model, entries, cfg.baseline, tasks, cfg.n_items, gen, cfg.batch_size, oracle=cfg.get("oracle", True))
     command = "dllm bench " + " ".join(sys.argv[1:])
     md = write_outputs(result, cfg.baseline, cfg.out_dir, cfg.title, command.strip())
     for name, per_task in result.items():
