@@ -36,13 +36,7 @@ def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None,
         return model
     check(arch is not None, "give init=<model> to fine-tune or arch={...} to train a new model")
     check(family in AR_FAMILIES, f"family must be one of {AR_FAMILIES}, got {family!r}")
-    if tokenizer_from:
-        tokenizer = load(tokenizer_from).tokenizer
-    else:
-        from dllm.training.tokenizer import build_bpe_tokenizer
-
-        texts = (t for row in data_rows for t in (row.get("prompt", ""), row.get("response", "")))
-        tokenizer = build_bpe_tokenizer(texts, vocab_size)
+    tokenizer = common.new_tokenizer(tokenizer_from, data_rows, vocab_size)
     vocab = tokenizer.get_vocab()
     cfg = CoreConfig(vocab_size=len(tokenizer), attention="block_causal", block_size=1,
                      qkv_bias=family == "qwen2", **arch)
@@ -52,16 +46,7 @@ def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None,
 
 def encode_dataset(rows, tokenizer, max_answer_length: int, max_prompt_length: int):
     """-> list of (prompt ids, answer ids + end-of-text); over-long examples are dropped and counted."""
-    eos = tokenizer.eos_token_id
-    out, dropped = [], 0
-    for row in rows:
-        prompt, resp = common.encode_record(row, tokenizer)
-        if len(resp) + 1 > max_answer_length or len(prompt) > max_prompt_length or not prompt:
-            dropped += 1
-            continue
-        out.append((prompt, resp + [eos]))
-    check(len(out) > 0, f"no example fits answer_length={max_answer_length} and max_prompt_length={max_prompt_length}")
-    return out, dropped
+    return common.encode_examples(rows, tokenizer, max_answer_length, max_prompt_length)
 
 
 def collate(examples, pad_id: int, device):

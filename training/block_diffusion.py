@@ -92,16 +92,12 @@ def grow_vocab(model, n: int) -> None:
 def encode_dataset(rows, tokenizer, block_size: int, max_answer_length: int, max_prompt_length: int):
     """-> (prompt ids, answer + end-of-text padded so prompt + answer ends on a block boundary)."""
     eos = tokenizer.eos_token_id
-    out, dropped = [], 0
-    for row in rows:
-        prompt, resp = common.encode_record(row, tokenizer)
-        if len(resp) + 1 > max_answer_length or len(prompt) > max_prompt_length or not prompt:
-            dropped += 1
-            continue
-        end = -(-(len(prompt) + len(resp) + 1) // block_size) * block_size
-        out.append((prompt, resp + [eos] * (end - len(prompt) - len(resp))))
-    check(len(out) > 0, f"no example fits answer_length={max_answer_length} and max_prompt_length={max_prompt_length}")
-    return out, dropped
+
+    def to_block_end(prompt, answer):
+        end = -(-(len(prompt) + len(answer)) // block_size) * block_size
+        return answer + [eos] * (end - len(prompt) - len(answer))
+
+    return common.encode_examples(rows, tokenizer, max_answer_length, max_prompt_length, to_block_end)
 
 
 def collate(examples, pad_id: int, block_size: int, device):

@@ -74,6 +74,35 @@ def encode_record(row: dict, tokenizer) -> tuple[list[int], list[int]]:
     return list(prompt), tokenizer(response, add_special_tokens=False)["input_ids"]
 
 
+def new_tokenizer(tokenizer_from: str | None, data_rows, vocab_size: int):
+    """The tokenizer of a new model: an existing model's (``tokenizer_from``), or a BPE trained on the data."""
+    if tokenizer_from:
+        from dllm.loading import load
+
+        return load(tokenizer_from).tokenizer
+    from dllm.training.tokenizer import build_bpe_tokenizer
+
+    return build_bpe_tokenizer((t for row in data_rows for t in (row.get("prompt", ""), row.get("response", ""))),
+                               vocab_size)
+
+
+def encode_examples(rows, tokenizer, max_answer_length: int, max_prompt_length: int, finish=None):
+    """-> (list of (prompt ids, answer ids), number dropped). The answer is the response + one
+    end-of-text, then ``finish(prompt, answer)`` (a recipe's padding). Over-long examples are
+    dropped and counted: a silent truncation would teach the model to stop mid-answer."""
+    eos = tokenizer.eos_token_id
+    out, dropped = [], 0
+    for row in rows:
+        prompt, resp = encode_record(row, tokenizer)
+        if len(resp) + 1 > max_answer_length or len(prompt) > max_prompt_length or not prompt:
+            dropped += 1
+            continue
+        answer = resp + [eos]
+        out.append((prompt, finish(prompt, answer) if finish else answer))
+    check(len(out) > 0, f"no example fits answer_length={max_answer_length} and max_prompt_length={max_prompt_length}")
+    return out, dropped
+
+
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     """The global batch of optimiser step ``step``: a pure function of (step, seed), so a resumed
     run sees exactly the batches the uninterrupted run would have (epochs are fresh permutations)."""

@@ -32,13 +32,7 @@ def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None,
     if init:
         return load(init)
     check(arch is not None, "give init=<model> to fine-tune or arch={...} to train a new model")
-    if tokenizer_from:
-        tokenizer = load(tokenizer_from).tokenizer
-    else:
-        from dllm.training.tokenizer import build_bpe_tokenizer
-
-        texts = (t for row in data_rows for t in (row.get("prompt", ""), row.get("response", "")))
-        tokenizer = build_bpe_tokenizer(texts, vocab_size)
+    tokenizer = common.new_tokenizer(tokenizer_from, data_rows, vocab_size)
     vocab = tokenizer.get_vocab()
     cfg = CoreConfig(vocab_size=len(tokenizer), attention="bidirectional", **arch)
     return new_model(cfg, tokenizer, "llada", vocab[tokenizer.mask_token], [tokenizer.eos_token_id],
@@ -49,15 +43,8 @@ def encode_dataset(rows, tokenizer, answer_length: int, max_prompt_length: int):
     """-> list of (prompt ids, answer ids of exactly answer_length); over-long examples are dropped
     and counted (a silent truncation would teach the model to stop mid-answer)."""
     eos = tokenizer.eos_token_id
-    out, dropped = [], 0
-    for row in rows:
-        prompt, resp = common.encode_record(row, tokenizer)
-        if len(resp) + 1 > answer_length or len(prompt) > max_prompt_length or not prompt:
-            dropped += 1
-            continue
-        out.append((prompt, resp + [eos] * (answer_length - len(resp))))
-    check(len(out) > 0, f"no example fits answer_length={answer_length} and max_prompt_length={max_prompt_length}")
-    return out, dropped
+    return common.encode_examples(rows, tokenizer, answer_length, max_prompt_length,
+                                  lambda prompt, answer: answer + [eos] * (answer_length - len(answer)))
 
 
 def collate(examples, pad_id: int, device, answer_length: int | None = None, eos: int | None = None):
