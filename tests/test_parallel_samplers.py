@@ -158,3 +158,24 @@ def test_freedave_draft_steps_must_be_positive():
     from dllm.samplers import FreeDaveSampler
     with pytest.raises(DllmError, match=r"draft_steps \(K\) must be an integer >= 1"):
         FreeDaveSampler(0)
+
+
+def test_threshold_fallback_leftmost_or_most_confident():
+    import torch
+
+    from dllm.errors import DllmError
+    from dllm.samplers.threshold import ThresholdSampler, threshold_commit
+
+    conf = torch.tensor([[0.5, 0.8, 0.3, 0.95], [0.5, 0.8, 0.3, 0.6]], dtype=torch.float64)
+    masked = torch.tensor([[True, True, True, True], [False, True, True, True]])
+    # row 0: 0.95 passes, nothing more; row 1: nothing passes -> one fallback position
+    assert threshold_commit(conf, masked, 0.9, ">=").tolist() == [[False, False, False, True], [False, True, False, False]]
+    assert threshold_commit(conf, masked, 0.9, ">=", "leftmost").tolist() == [[False, False, False, True],
+                                                                               [False, True, False, False]]
+    masked[1, 1] = False  # leftmost masked is now column 2, the most confident column 3
+    assert threshold_commit(conf, masked, 0.9, ">=", "leftmost")[1].tolist() == [False, False, True, False]
+    assert threshold_commit(conf, masked, 0.9, ">=")[1].tolist() == [False, False, False, True]
+    import pytest
+
+    with pytest.raises(DllmError, match="fallback must be one of"):
+        ThresholdSampler(fallback="random")
