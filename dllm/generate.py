@@ -67,6 +67,7 @@ class Trace:
     confidence: torch.Tensor
     tokens: torch.Tensor
     block_length: int
+    offset: int = 0  # window columns before the first generated position (block diffusion starts mid-block)
 
 
 @dataclass
@@ -286,8 +287,9 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
         ids.append(row.cpu())
         texts.append(model.tokenizer.decode(row[:cut].tolist(), skip_special_tokens=True))
         if trace:
+            offset = (int(canvas.gen_start[i]) - canvas.blocks[0][0]) % block_length
             traces.append(Trace(step=step_at[i][g].cpu(), confidence=conf_at[i][g].cpu(), tokens=row.cpu(),
-                                block_length=block_length))
+                                block_length=block_length, offset=offset))
     return GenerationResult(ids=ids, text=texts, stats=stats, trace=traces, cache=policy.name,
                             cache_bytes=policy.nbytes)
 

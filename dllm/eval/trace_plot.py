@@ -21,9 +21,11 @@ def token_texts(trace: Trace, tokenizer) -> list[str]:
 
 
 def _grid(trace: Trace):
+    """Rows are decode windows; a generation that starts mid-window (block diffusion: the prompt
+    ends inside a block) leaves the first ``offset`` cells of the first row empty."""
     g = trace.step.numel()
     width = trace.block_length
-    rows = -(-g // width)
+    rows = -(-(g + trace.offset) // width)
     return g, width, rows
 
 
@@ -39,7 +41,7 @@ def render_png(trace: Trace, texts: list[str], path: str | Path, title: str = ""
     cmap = colormaps["viridis"]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.42 * width), 0.55 * rows + 1.1), dpi=110)
     for i in range(g):
-        r, c = divmod(i, width)
+        r, c = divmod(i + trace.offset, width)
         step, conf = int(trace.step[i]), float(trace.confidence[i])
         color = (0.85, 0.85, 0.85, 1.0) if step == 0 else cmap((step - 1) / max(last - 1, 1))
         alpha = 1.0 if step == 0 else 0.35 + 0.65 * max(0.0, min(1.0, conf))
@@ -71,7 +73,7 @@ def render_html(trace: Trace, texts: list[str], path: str | Path, title: str = "
     g, width, rows = _grid(trace)
     last = max(int(trace.step.max()), 1)
     cmap = colormaps["viridis"]
-    cells = []
+    cells = ["<td></td>"] * trace.offset  # the prompt's part of the first window
     for i in range(g):
         step, conf = int(trace.step[i]), float(trace.confidence[i])
         if step == 0:
