@@ -181,9 +181,10 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     else:
         check(len(prompts) > 0, "prompts must be a non-empty list")
         prompt_ids = [list(map(int, p)) for p in prompts]
+    autoregressive = getattr(model, "autoregressive", False)  # models outside dllm's wrappers may not say
     if block_length is None:  # the model's own block for block diffusion, LLaDA's 32 otherwise
-        block_length = model.block_size if model.attention_kind == "block_causal" and model.block_size > 1 else 32
-    if model.attention_kind == "block_causal" and model.block_size == 1:
+        block_length = model.block_size if model.attention_kind == "block_causal" and not autoregressive else 32
+    if autoregressive:
         # an autoregressive model (blocks of one token): only the leftmost MASK has a real logit,
         # so it decodes one-token windows, one token per forward, whatever was asked
         block_length, steps = 1, None

@@ -218,9 +218,9 @@ def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = 
         return _load_generic(folder, cfg, tokenizer, dtype, device, bool(shifted))
     mask, ends, pad = token_ids(cfg, tokenizer, family.mask_token_names, family.end_token_names, family.mask_optional)
     if block_size is not None:
-        check(core_cfg.attention == "block_causal" and core_cfg.block_size != 1,
+        check(core_cfg.attention == "block_causal" and not core_cfg.autoregressive,
               f"block_size applies to block-diffusion models; {folder.name} has {core_cfg.attention} attention"
-              + (" with blocks of one token (autoregressive)" if core_cfg.block_size == 1 else ""))
+              + (" with blocks of one token (autoregressive)" if core_cfg.autoregressive else ""))
         check(int(block_size) > 0, f"block_size must be a positive integer, got {block_size}")
         if int(block_size) != core_cfg.block_size:
             import warnings

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from dllm.errors import check
 from dllm.loading import load
-from dllm.models import FAMILIES
+from dllm.models.autoregressive import MASK_NAMES
 from dllm.training import common
 from dllm.training.ar_sft import AR_FAMILIES
 from dllm.training.fit import fit
@@ -59,8 +59,7 @@ def adapt(model, block_size: int):
     """An AR model -> the same weights as a Fast-dLLM v2 block-diffusion model (in place)."""
     check(block_size > 1, f"block_size must be an integer > 1, got {block_size}")
     tok = model.tokenizer
-    names = FAMILIES["fast_dllm_v2"].mask_token_names + FAMILIES["qwen2"].mask_token_names
-    if tok.mask_token is None and tok.convert_ids_to_tokens(model.mask_token_id) not in names:
+    if tok.mask_token is None and tok.convert_ids_to_tokens(model.mask_token_id) not in MASK_NAMES:
         # the AR loader's placeholder id is a real token of the parent: add a dedicated one
         tok.add_special_tokens({"mask_token": MASK_TOKEN})
         grow_vocab(model, len(tok))

@@ -86,8 +86,8 @@ def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_lengt
     # decode as the model was trained: LLaDA one block; block diffusion its blocks with the exact
     # block cache; an AR model (blocks of one token) one token per forward with its KV cache
     if cfg.attention == "block_causal":
-        block, cache = (cfg.block_size if cfg.block_size > 1 else gen_length), "block"
-        kind = ("causal (autoregressive)" if cfg.block_size == 1
+        block, cache = (gen_length if cfg.autoregressive else cfg.block_size), "block"
+        kind = ("causal (autoregressive)" if cfg.autoregressive
                 else f"block-causal (blocks of {cfg.block_size}, aligned to absolute positions)")
     else:
         block, cache, kind = gen_length, "none", "bidirectional"

@@ -32,14 +32,14 @@ def _no_rope_scaling(v) -> bool:
     return v is None or (isinstance(v, dict) and v.get("rope_type", v.get("type")) in (None, "default"))
 
 
+MASK_NAMES = ("|<MASK>|", "<|mask|>", "<|mdm_mask|>")  # a mask token an AR tokenizer may already carry
 COMMON = {"hidden_act": lambda v: v == "silu", "rope_scaling": _no_rope_scaling,
           "rope_parameters": lambda v: _no_rope_scaling(v) if isinstance(v, dict) else v is None}
 
 
 def read_qwen2(cfg: dict) -> CoreConfig:
     unsupported(cfg, {**COMMON, "use_sliding_window": lambda v: not v})
-    core = read_qwen2_config({**cfg, "attention_bias": True}, attention="block_causal", block_size=1)
-    return core
+    return read_qwen2_config({**cfg, "attention_bias": True}, attention="block_causal", block_size=1)
 
 
 def read_llama(cfg: dict) -> CoreConfig:
@@ -50,7 +50,7 @@ def read_llama(cfg: dict) -> CoreConfig:
 
 
 def _check_ar(core: CoreConfig) -> None:
-    if core.block_size != 1:
+    if not core.autoregressive:
         raise DllmError(f"an autoregressive checkpoint has blocks of one token, this model has block_size "
                         f"{core.block_size}: save it as fast_dllm_v2")
 
@@ -80,7 +80,7 @@ QWEN2 = Family(
     write_config=write_qwen2,
     names=QWEN2_NAMES,
     shifted=True,
-    mask_token_names=("|<MASK>|", "<|mask|>", "<|mdm_mask|>"),
+    mask_token_names=MASK_NAMES,
     end_token_names=("<|im_end|>", "<|endoftext|>"),
     mask_optional=True,
 )
@@ -92,7 +92,7 @@ LLAMA = Family(
     write_config=write_llama,
     names=tuple((c, m) for c, m in QWEN2_NAMES if not c.endswith(".bias")),
     shifted=True,
-    mask_token_names=("|<MASK>|", "<|mask|>", "<|mdm_mask|>"),
+    mask_token_names=MASK_NAMES,
     end_token_names=("<|im_end|>", "<|eot_id|>", "<|endoftext|>"),
     mask_optional=True,
 )

@@ -39,6 +39,11 @@ class CoreConfig:
     attention: str = "bidirectional"
     block_size: int | None = None  # block_causal only
 
+    @property
+    def autoregressive(self) -> bool:
+        """Causal attention read as block-causal with one-token blocks (dllm/models/autoregressive.py)."""
+        return self.attention == "causal" or (self.attention == "block_causal" and self.block_size == 1)
+
     def __post_init__(self):
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_heads

@@ -41,6 +41,10 @@ class DiffusionLM(nn.Module):
         return self.core.cfg.block_size
 
     @property
+    def autoregressive(self) -> bool:
+        return self.core.cfg.autoregressive
+
+    @property
     def max_length(self) -> int:
         return self.core.cfg.max_length
 
@@ -101,6 +105,7 @@ class HFDiffusionLM(nn.Module):
 
     attention_kind = "bidirectional"
     block_size = None
+    autoregressive = False
 
     @property
     def max_length(self) -> int:
