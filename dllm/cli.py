@@ -12,6 +12,7 @@ COMMANDS = {
     "eval": ("dllm.apps.eval", "accuracy and speed of a model + sampler on task items"),
     "bench": ("dllm.apps.bench", "samplers side by side with the baseline and the oracle; table + Pareto PNG"),
     "sweep_report": ("dllm.apps.sweep_report", "gather a `dllm eval --multirun` sweep: CSV, table, Pareto PNGs"),
+    "serve": ("dllm.apps.serve", "an OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"),
     "bench_cache": ("dllm.apps.bench_cache", "KV caches x samplers at several generation lengths; table + plot"),
 }
 

@@ -163,7 +163,8 @@ def truncate(canvas: Canvas, rows: torch.Tensor, a: int, end_at: torch.Tensor, e
 def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, gen_length: int = 64,
              block_length: int | None = None, steps: int | None = None, cfg_scale: float = 0.0, stop_at_eos: bool = True,
              chat_template: bool | None = None, seed: int | None = None, trace: bool = False,
-             reference: list[torch.Tensor] | None = None, cache: str | CachePolicy = "none") -> GenerationResult:
+             reference: list[torch.Tensor] | None = None, cache: str | CachePolicy = "none",
+             monitor=None) -> GenerationResult:
     """Decode ``prompts`` (text, or token-id lists) with ``sampler``.
 
     steps: schedule budget over the whole generation (None = gen_length, one token per forward for
@@ -174,6 +175,8 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     analysis samplers (the oracle); decoding itself never reads it.
     cache: a policy name (none, prefix, dual for bidirectional models; block, sub_block for
     block-causal ones) or a :class:`dllm.cache.CachePolicy`; it decides what each forward feeds.
+    monitor: called after every step as ``monitor(canvas)``; it returns the indices of rows to
+    retire now (a server's cancelled requests and stop strings). Never changes another row.
     """
     check(isinstance(sampler, Sampler), f"sampler must be a dllm Sampler, got {type(sampler).__name__}")
     if prompts and isinstance(prompts[0], str):
@@ -273,6 +276,9 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
             if stop_at_eos:
                 done = retire_finished(canvas, live, mask_id, end_ids)
                 finished[live] |= done
+            if monitor is not None:
+                for r in monitor(canvas):
+                    finished[r] = True
             j += 1
 
     wall = time.perf_counter() - start
