@@ -228,7 +228,9 @@ class BlockCache(KVCachePolicy):
     def plan(self, rows, a, b, first):
         cached = self.cached_col[rows]
         f0 = min(int(cached.min()), self.need(a))
-        f1 = self.block_end(b)
+        # an autoregressive model scores the one-token window from the column left of it, which never
+        # sees the window (causal): feed up to the last committed token, no placeholder column
+        f1 = a if getattr(self.model, "autoregressive", False) else self.block_end(b)
         return f0, f1, cached, torch.clamp(self.end[rows], max=f1)
 
     def advance(self, rows, a):
