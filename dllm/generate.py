@@ -179,6 +179,8 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     retire now (a server's cancelled requests and stop strings). Never changes another row.
     """
     check(isinstance(sampler, Sampler), f"sampler must be a dllm Sampler, got {type(sampler).__name__}")
+    if not isinstance(prompts, (list, tuple)):  # a bare string would decode one prompt per character
+        raise TypeError(f"prompts must be a list of strings or of token-id lists, got {type(prompts).__name__}")
     if prompts and isinstance(prompts[0], str):
         prompt_ids = encode_prompts(model.tokenizer, list(prompts), chat_template)
     else:

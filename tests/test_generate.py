@@ -117,3 +117,22 @@ def test_empty_prompt():
 def test_block_length_mismatch_warns_for_block_causal():
     with pytest.warns(UserWarning, match=r"block_length 12 does not divide .* \(8\)"):
         dllm.generate(tiny_model("fast_dllm_v2"), ["the cat"], LLaDASampler(), gen_length=12, block_length=12)
+
+
+def test_bare_string_prompt_is_a_type_error():
+    """A string is not a list of prompts: it used to decode one prompt per character."""
+    model = tiny_model("llada")
+    with pytest.raises(TypeError, match="prompts must be a list"):
+        dllm.generate(model, "hello", LLaDASampler(), gen_length=8, block_length=8)
+
+
+@pytest.mark.parametrize("kw,message", [({"temperature": float("inf")}, "temperature must be a finite number"),
+                                        ({"temperature": float("nan")}, "temperature must be a finite number"),
+                                        ({"top_k": 1.5}, "top_k must be an integer")])
+def test_proposal_knobs_must_be_finite_and_typed(kw, message):
+    from dllm.samplers import ThresholdSampler
+
+    with pytest.raises(DllmError, match=message):
+        ThresholdSampler(**kw)
+    with pytest.raises(DllmError, match=message):
+        LLaDASampler(**kw)
