@@ -108,7 +108,7 @@ def check_proposal_knobs(temperature: float, top_p: float | None, top_k: int | N
     from dllm.errors import check
 
     check(isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and math.isfinite(temperature)
-          and temperature >= 0, f"temperature must be a finite number >= 0, got {temperature!r}")
+          and temperature >= 0, f"temperature must be >= 0 and finite, got {temperature!r}")
     check(top_p is None or (isinstance(top_p, (int, float)) and 0 < top_p <= 1), f"top_p must be in (0, 1], got {top_p!r}")
     check(top_k is None or (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 0),
           f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")

@@ -91,3 +91,17 @@ def test_prompt_with_brackets_and_quotes_is_text(checkpoints):
                  "gen_length=8", "block_length=8")
     assert r.returncode == 0, r.stderr
     assert '>>> reverse: ["Ann Lee", "Bob\'s"]' in r.stdout
+
+
+def test_generate_output_is_never_half_written(checkpoints, tmp_path):
+    """A failing later prompt leaves no output file; an unwritable output is one line, exit 2."""
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "the cat"}\n{"prompt": "   "}\n')
+    out = tmp_path / "out.jsonl"
+    r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", f"prompts_file={f}", "gen_length=8",
+                 "block_length=8", "batch_size=1", f"output={out}")
+    assert r.returncode == 2 and r.stderr.count("error") == 1 and "line 2" in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == [f]
+    r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", "prompt=the cat", "gen_length=8",
+                 "block_length=8", f"output={tmp_path}/missing/out.jsonl")
+    assert r.returncode == 2 and "output" in r.stderr and r.stderr.count("\n") == 1, r.stderr

@@ -126,8 +126,8 @@ def test_bare_string_prompt_is_a_type_error():
         dllm.generate(model, "hello", LLaDASampler(), gen_length=8, block_length=8)
 
 
-@pytest.mark.parametrize("kw,message", [({"temperature": float("inf")}, "temperature must be a finite number"),
-                                        ({"temperature": float("nan")}, "temperature must be a finite number"),
+@pytest.mark.parametrize("kw,message", [({"temperature": float("inf")}, "temperature must be >= 0 and finite"),
+                                        ({"temperature": float("nan")}, "temperature must be >= 0 and finite"),
                                         ({"top_k": 1.5}, "top_k must be an integer")])
 def test_proposal_knobs_must_be_finite_and_typed(kw, message):
     from dllm.samplers import ThresholdSampler

@@ -123,3 +123,38 @@ def test_two_processes_data_parallel(tmp_path):
     assert r.stdout.count("done:") == 2  # both processes ran to the end
     assert len(losses(out)) == 2  # logged once per step, by the main process
     assert dllm.load(out / "final" / "model").family == "llada"
+
+
+def test_loss_log_drops_a_torn_last_line(tmp_path):
+    from dllm.training.common import LossLog
+
+    path = tmp_path / "loss.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+    log = LossLog(path, resume_step=2)
+    assert [r["step"] for r in log.rows] == [1, 2]
+    assert path.read_text().count("\n") == 2
+
+
+def test_failed_checkpoint_write_leaves_no_temp_folder(tmp_path):
+    from dllm.training.common import atomic_dir
+
+    def write(tmp):
+        (tmp / "part").write_text("half")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_dir(tmp_path / "checkpoint", write)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("knob", ["save_every", "log_every"])
+def test_cadence_must_be_positive(tmp_path, knob):
+    from dllm.errors import DllmError
+    from dllm.training.fit import fit
+
+    kw = dict(recipe="x", output_dir=str(tmp_path), meta={}, max_steps=2, batch_size=1, lr=1e-3, warmup_steps=0,
+              min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, seed=0, save_every=1, log_every=1, lora_r=None,
+              lora_alpha=16, lora_dropout=0.0, lora_targets=None, gradient_checkpointing=False, mixed_precision="no")
+    kw[knob] = 0
+    with pytest.raises(DllmError, match=f"{knob} must be a positive integer"):
+        fit(lambda: None, lambda m: 1, lambda *a: None, **kw)

@@ -132,7 +132,11 @@ def atomic_dir(target: Path, write) -> None:
     at any moment leaves either the old checkpoint or the new one, never half of one."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:  # a failed write (full disk, kill) leaves no temp folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     os.chmod(tmp, 0o755)
     old = target.with_name(f".{target.name}.old")
     if target.exists():
@@ -149,8 +153,12 @@ class LossLog:
         self.path = path
         rows = []
         if path.exists():
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r["step"] <= resume_step]
+            for line in path.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a torn line from a kill mid-write: dropped, as eval does
+                    continue
+        rows = [r for r in rows if isinstance(r, dict) and r.get("step", resume_step + 1) <= resume_step]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         self.rows = rows

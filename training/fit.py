@@ -35,6 +35,8 @@ def fit(build: Callable, on_start: Callable, loss_fn: Callable, *, recipe: str, 
     check(max_steps > 0, f"max_steps must be a positive integer, got {max_steps}")
     check(batch_size > 0, f"batch_size must be a positive integer, got {batch_size}")
     check(lr > 0, f"lr must be > 0, got {lr}")
+    check(isinstance(save_every, int) and save_every > 0, f"save_every must be a positive integer, got {save_every}")
+    check(isinstance(log_every, int) and log_every > 0, f"log_every must be a positive integer, got {log_every}")
     out = Path(output_dir)
     ckpt = out / "checkpoint"
     acc = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
@@ -44,6 +46,7 @@ def fit(build: Callable, on_start: Callable, loss_fn: Callable, *, recipe: str, 
     tokenizer = model.tokenizer
     check(not lora_r or lora_r > 0, f"lora_r must be a positive integer (0 or null: full fine-tuning), got {lora_r}")
     if lora_r:
+        torch.manual_seed(seed)  # the adapters' initialisation follows the recipe's seed
         model.core = common.apply_lora(model.core, lora_r, lora_alpha, lora_dropout, list(lora_targets or []))
     model.core.gradient_checkpointing = gradient_checkpointing
     model.train()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import hydra
@@ -28,7 +29,13 @@ def read_prompts(cfg: DictConfig) -> list[str]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DllmError(f"prompts_file {path} line {n} is not JSON ({e.msg})") from e
-        prompts.append(obj["prompt"] if isinstance(obj, dict) else str(obj))
+        check(not isinstance(obj, dict) or "prompt" in obj,
+              f"prompts_file {path} line {n}: an object needs a \"prompt\" key, got keys {sorted(obj)[:5]}")
+        prompt = obj["prompt"] if isinstance(obj, dict) else obj
+        check(isinstance(prompt, str) and prompt.strip() != "",
+              f"prompts_file {path} line {n}: the prompt must be non-empty text, got {prompt!r:.40}")
+        prompts.append(prompt)
+    check(len(prompts) > 0, f"prompts_file {path} holds no prompt")
     return prompts
 
 
@@ -38,7 +45,10 @@ def run(cfg: DictConfig) -> None:
     prompts = read_prompts(cfg)
     model = build(cfg.model)
     sampler = build(cfg.sampler)
-    out = open(cfg.output, "w") if cfg.output else None
+    out = Path(cfg.output) if cfg.output else None
+    check(out is None or (out.parent.is_dir() and not out.is_dir()),
+          f"output {cfg.output} cannot be written: its folder must exist and it must not be a folder")
+    rows = []  # written whole at the end (temp file + rename): a failure leaves no partial file
     chunks = range(0, len(prompts), cfg.batch_size)
     for i in tqdm(chunks, desc="generate", disable=len(chunks) < 2):
         batch = prompts[i:i + cfg.batch_size]
@@ -56,10 +66,15 @@ def run(cfg: DictConfig) -> None:
                 print(f"[trace: {render(res.trace[j], model.tokenizer, path, title=prompt[:80])}]")
             print(f"[NFE {st.nfe} | tokens/forward {st.tokens_per_forward:.2f} (real {st.real_tokens_per_forward:.2f}) | "
                   f"{st.gen_tokens} tokens | {st.tokens_per_second:.1f} tok/s | {st.wall_time:.2f} s | cache {res.cache}]")
-            if out:
-                out.write(json.dumps({"prompt": prompt, "text": text, **st.as_dict()}) + "\n")
+            rows.append(json.dumps({"prompt": prompt, "text": text, **st.as_dict()}) + "\n")
     if out:
-        out.close()
+        tmp = out.with_name(f".{out.name}.tmp")
+        try:
+            tmp.write_text("".join(rows))
+            os.replace(tmp, out)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise DllmError(f"output {out} cannot be written ({e.strerror})") from e
 
 
 @hydra.main(config_path="pkg://dllm.conf", config_name="generate", version_base=None)
