@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from dllm.errors import DllmError, check
@@ -174,26 +174,48 @@ def read_state_dict(folder: Path, family: Family, expected: dict[str, torch.Size
     """Safetensors (single file or sharded index) renamed to core names, checked tensor by tensor."""
     index = folder / "model.safetensors.index.json"
     if index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = read_json(index).get("weight_map")
+        check(isinstance(weight_map, dict), f"{index} has no \"weight_map\" object")
         files = sorted(set(weight_map.values()))
     else:
         files = [p.name for p in sorted(folder.glob("model*.safetensors"))]
     check(bool(files), f"model folder {folder} has no *.safetensors weights (pickled checkpoints are not loaded)")
     state = {}
     for fname in files:
-        with safe_open(str(folder / fname), framework="pt") as f:
-            for key in f.keys():
-                core_name = family.to_core(key)
-                check(core_name is not None and core_name in expected,
-                      f"checkpoint tensor {key!r} ({fname}) is not part of a {family.name} model with this config")
-                tensor = f.get_tensor(key)
-                check(tensor.shape == expected[core_name],
-                      f"checkpoint tensor {key!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[core_name])}")
-                state[core_name] = tensor
+        try:
+            state.update(read_shard(folder / fname, family, expected))
+        except SafetensorError as e:
+            raise DllmError(f"weights file {folder / fname} is not a readable safetensors file ({e})") from e
     missing = [n for n in expected if n not in state]
     if missing:
         raise DllmError(f"checkpoint is missing tensor {family.to_checkpoint(missing[0])!r} "
                         f"({len(missing)} missing in all)")
+    return state
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; a missing or broken file is one line naming it."""
+    check(path.is_file(), f"{path} does not exist")
+    try:
+        obj = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DllmError(f"{path} is not valid JSON ({e})") from e
+    check(isinstance(obj, dict), f"{path} must hold a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_shard(path: Path, family: Family, expected: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    state = {}
+    fname = path.name
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            core_name = family.to_core(key)
+            check(core_name is not None and core_name in expected,
+                  f"checkpoint tensor {key!r} ({fname}) is not part of a {family.name} model with this config")
+            tensor = f.get_tensor(key)
+            check(tensor.shape == expected[core_name],
+                  f"checkpoint tensor {key!r} has shape {tuple(tensor.shape)}, expected {tuple(expected[core_name])}")
+            state[core_name] = tensor
     return state
 
 
@@ -210,7 +232,7 @@ def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = 
         check(dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         dtype = DTYPES[dtype]
     folder = resolve(str(name_or_path))
-    cfg = json.loads((folder / "config.json").read_text())
+    cfg = read_json(folder / "config.json")
     family = detect_family(cfg)
     core_cfg = family.read_config(cfg) if family is not None else None  # unsupported fields fail first
     tokenizer = load_tokenizer(folder)

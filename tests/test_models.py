@@ -177,3 +177,25 @@ def test_generic_transformers_adapter(tmp_path):
                               bert(input_ids=ids).logits, atol=1e-5)
     out = dllm.generate(model, ["the cat"], dllm.samplers.LLaDASampler(), gen_length=8, block_length=4)
     assert out.stats[0].nfe == 8
+
+
+def test_broken_checkpoint_files_are_one_line_errors(tmp_path):
+    """An invalid config.json or a truncated safetensors file: DllmError naming the file, not the
+    library's JSONDecodeError / SafetensorError."""
+    import shutil
+
+    from dllm.errors import DllmError
+    from dllm.testing import tiny_checkpoint
+
+    good = tiny_checkpoint(tmp_path / "good", "llada", seed=0)
+    bad_cfg = tmp_path / "bad_cfg"
+    shutil.copytree(good, bad_cfg)
+    (bad_cfg / "config.json").write_text("{not json")
+    with pytest.raises(DllmError, match=r"config.json is not valid JSON"):
+        dllm.load(str(bad_cfg))
+    torn = tmp_path / "torn"
+    shutil.copytree(good, torn)
+    weights = sorted(torn.glob("*.safetensors"))[0]
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(DllmError, match=r"is not a readable safetensors file"):
+        dllm.load(str(torn))
