@@ -238,6 +238,9 @@ def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = 
     tokenizer = load_tokenizer(folder)
     if family is None:
         return _load_generic(folder, cfg, tokenizer, dtype, device, bool(shifted))
+    check(len(tokenizer) <= core_cfg.vocab_size,
+          f"the tokenizer of {folder.name} has {len(tokenizer)} tokens but the model's embedding has "
+          f"{core_cfg.vocab_size} rows (vocab_size): ids past it would fail mid-generation")
     mask, ends, pad = token_ids(cfg, tokenizer, family.mask_token_names, family.end_token_names, family.mask_optional)
     if block_size is not None:
         check(core_cfg.attention == "block_causal" and not core_cfg.autoregressive,

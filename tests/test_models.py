@@ -199,3 +199,16 @@ def test_broken_checkpoint_files_are_one_line_errors(tmp_path):
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(DllmError, match=r"is not a readable safetensors file"):
         dllm.load(str(torn))
+
+
+def test_tokenizer_larger_than_the_embedding_is_refused_at_load(tmp_path):
+    from dllm.errors import DllmError
+    from dllm.testing import tiny_checkpoint
+
+    folder = tiny_checkpoint(tmp_path / "m", "llada", seed=0)
+    cfg = json.loads((folder / "config.json").read_text())
+    tok = dllm.load(str(folder)).tokenizer
+    tok.add_tokens([f"extra{i}" for i in range(cfg["vocab_size"])])
+    tok.save_pretrained(folder)
+    with pytest.raises(DllmError, match=r"tokenizer of m has \d+ tokens but the model's embedding has"):
+        dllm.load(str(folder))
