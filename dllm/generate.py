@@ -159,6 +159,24 @@ def truncate(canvas: Canvas, rows: torch.Tensor, a: int, end_at: torch.Tensor, e
         stats[r].truncations += int(hit)
 
 
+def decode_window(model, block_length: int | None) -> int:
+    """The decode window a request gets: the model's own block for block diffusion, LLaDA's 32
+    otherwise (``block_length=None``); an autoregressive model (blocks of one token) has a real
+    logit only at the leftmost MASK, so it always decodes one-token windows."""
+    if getattr(model, "autoregressive", False):  # models outside dllm's wrappers may not say
+        return 1
+    if block_length is None:
+        return model.block_size if model.attention_kind == "block_causal" else 32
+    return block_length
+
+
+def answer_text(tokenizer, ids: list[int], end_ids) -> tuple[str, int]:
+    """(text of ``ids`` up to the first end-of-text token, number of tokens before it)."""
+    ends = set(int(e) for e in end_ids)
+    cut = next((i for i, t in enumerate(ids) if t in ends), len(ids))
+    return tokenizer.decode(ids[:cut], skip_special_tokens=True), cut
+
+
 @torch.no_grad()
 def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, gen_length: int = 64,
              block_length: int | None = None, steps: int | None = None, cfg_scale: float = 0.0, stop_at_eos: bool = True,
@@ -186,13 +204,9 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     else:
         check(len(prompts) > 0, "prompts must be a non-empty list")
         prompt_ids = [list(map(int, p)) for p in prompts]
-    autoregressive = getattr(model, "autoregressive", False)  # models outside dllm's wrappers may not say
-    if block_length is None:  # the model's own block for block diffusion, LLaDA's 32 otherwise
-        block_length = model.block_size if model.attention_kind == "block_causal" and not autoregressive else 32
-    if autoregressive:
-        # an autoregressive model (blocks of one token): only the leftmost MASK has a real logit,
-        # so it decodes one-token windows, one token per forward, whatever was asked
-        block_length, steps = 1, None
+    block_length = decode_window(model, block_length)
+    if getattr(model, "autoregressive", False):
+        steps = None  # one-token windows: one token per forward, whatever was asked
     per_block = validate(model, prompt_ids, gen_length, block_length, steps, cfg_scale)
     policy = make_cache(cache, model, block_length)
     if model.attention_kind == "block_causal" and model.block_size % block_length:
@@ -288,13 +302,12 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     for i in range(n):
         g = canvas.gen[i]
         row = canvas.x[i][g]
-        is_end = torch.isin(row, end_ids)
-        cut = int(is_end.int().argmax()) if is_end.any() else row.numel()
+        text, cut = answer_text(model.tokenizer, row.tolist(), model.eos_token_ids)
         stats[i].gen_tokens = cut
         stats[i].wall_time = wall
         stats[i].stopped_early = bool(finished[i]) and bool((step_at[i][g] == 0).any())
         ids.append(row.cpu())
-        texts.append(model.tokenizer.decode(row[:cut].tolist(), skip_special_tokens=True))
+        texts.append(text)
         if trace:
             offset = (int(canvas.gen_start[i]) - canvas.blocks[0][0]) % block_length
             traces.append(Trace(step=step_at[i][g].cpu(), confidence=conf_at[i][g].cpu(), tokens=row.cpu(),

@@ -87,11 +87,11 @@ def python_api(cfg: DictConfig, prompts: list[str]) -> dict:
     from hydra import compose
 
     from dllm.apps.common import build
-    from dllm.generate import generate
+    from dllm.generate import decode_window, generate
 
     node = compose(config_name="serve", overrides=[f"model={cfg.model}", f"sampler={cfg.sampler}"])
     model, sampler = build(node.model), build(node.sampler)
-    window = model.block_size if model.attention_kind == "block_causal" else 32
+    window = decode_window(model, None)
     gen_length = -(-cfg.max_tokens // window) * window
     ends, gen, nfe, committed = [], 0, 0, 0
     t0 = time.perf_counter()

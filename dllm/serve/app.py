@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from dllm.cache import make_cache
 from dllm.errors import DllmError, check
-from dllm.generate import encode_prompts
+from dllm.generate import decode_window, encode_prompts
 from dllm.samplers import SAMPLERS
 from dllm.serve.scheduler import Job, QueueFull, Scheduler
 
@@ -108,7 +108,7 @@ def parse_request(body: dict, state, chat: bool) -> Job:
         raise ApiError(400, f"sampler {name}: {str(e).splitlines()[0]}", "sampler_args") from e
     block_length = body.get("block_length", cfg.block_length)
     cache = body.get("cache") or cfg.cache
-    window = block_length or (state.model.block_size if state.model.attention_kind == "block_causal" else 32)
+    window = decode_window(state.model, block_length if isinstance(block_length, int) else None)
     gen_length = -(-max_tokens // window) * window  # the answer area: whole blocks
     try:
         check(block_length is None or (isinstance(block_length, int) and block_length > 0),

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from dllm.generate import generate
+from dllm.generate import answer_text, generate
 from dllm.samplers.base import Sampler
 
 
@@ -36,6 +36,7 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.perf_counter)
     sent: str = ""  # text already streamed
+    prefix: int = 0  # committed prefix length already decoded
     stopped: bool = False
 
 
@@ -54,7 +55,6 @@ class Scheduler:
         self.model, self.max_batch, self.max_queue, self.metrics = model, max_batch, max_queue, metrics
         self.waiting: list[Job] = []
         self.cond = threading.Condition()
-        self.live = 0
         self.thread = threading.Thread(target=self.run, daemon=True, name="dllm-scheduler")
         self.thread.start()
 
@@ -84,15 +84,11 @@ class Scheduler:
         while True:
             batch = [j for j in self.take_batch() if not j.cancelled.is_set()]
             if batch:
-                self.live = len(batch)
                 self.decode(batch)
-                self.live = 0
 
     def text_of(self, ids: list[int]) -> str:
         """Text of committed ids up to the first end token; a trailing partial character waits."""
-        ends = set(self.model.eos_token_ids)
-        cut = next((i for i, t in enumerate(ids) if t in ends), len(ids))
-        text = self.model.tokenizer.decode(ids[:cut], skip_special_tokens=True)
+        text, _ = answer_text(self.model.tokenizer, ids, self.model.eos_token_ids)
         return text[:-1] if text.endswith("\ufffd") else text
 
     def monitor(self, batch: list[Job]):
@@ -110,6 +106,9 @@ class Scheduler:
                 row = canvas.x[r][canvas.gen[r]]
                 pending = (row == mask_id).nonzero()
                 k = int(pending[0]) if len(pending) else row.numel()  # left-contiguous committed prefix
+                if k == job.prefix:  # nothing new to say: no decode on this step
+                    continue
+                job.prefix = k
                 text, hit = cut_at_stop(self.text_of(row[:k].tolist()), job.stop)
                 if len(text) > len(job.sent):
                     if self.metrics and not job.sent:
