@@ -4,6 +4,7 @@ the conformance test read."""
 from dllm.errors import DllmError
 from dllm.samplers.base import Decision, Sampler, StepState
 from dllm.samplers.dream import DreamSampler
+from dllm.samplers.entropy_bound import EntropyBoundSampler
 from dllm.samplers.entropy_threshold import EntropyThresholdSampler
 from dllm.samplers.factor import FactorSampler
 from dllm.samplers.freedave import FreeDaveSampler
@@ -20,6 +21,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "factor": FactorSampler,
     "localleap": LocalLeapSampler,
     "entropy_threshold": EntropyThresholdSampler,
+    "entropy_bound": EntropyBoundSampler,
     "freedave": FreeDaveSampler,
     "learn2pd": Learn2PDSampler,
 }
@@ -36,4 +38,4 @@ __all__ = ["SAMPLERS", "Sampler", "StepState", "Decision", "build_sampler"]
 ANALYSIS: dict[str, type[Sampler]] = {"oracle": OracleSampler}
 
 __all__ += ["LLaDASampler", "DreamSampler", "ThresholdSampler", "FactorSampler", "LocalLeapSampler",
-            "EntropyThresholdSampler", "FreeDaveSampler", "Learn2PDSampler", "Learn2PDFilter", "OracleSampler", "ANALYSIS"]
+            "EntropyThresholdSampler", "EntropyBoundSampler", "FreeDaveSampler", "Learn2PDSampler", "Learn2PDFilter", "OracleSampler", "ANALYSIS"]
