@@ -53,6 +53,16 @@ def run(cfg: DictConfig) -> None:
     if cfg.summary:
         Path(cfg.summary).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.summary).write_text(table + "\n")
+    if cfg.get("record"):  # the run record (dllm/eval/record.py); a sweep run writes it in its own folder
+        import sys
+
+        from omegaconf import OmegaConf
+
+        from dllm.eval.record import run_record, write_record
+
+        rec = run_record(per_task, model, sampler, OmegaConf.to_container(cfg, resolve=True),
+                         dist_state().num_processes, " ".join(["dllm eval", *sys.argv[1:]]))
+        print(f"wrote {write_record(job_dir / Path(cfg.record).name if job_dir else cfg.record, rec)}")
     if job_dir:  # one summary row per sweep run, gathered by `dllm sweep_report`
         from hydra.core.hydra_config import HydraConfig
 
