@@ -228,6 +228,7 @@ def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = 
     ``block_size`` overrides a block-causal model's block size at inference (a warning names both
     when it differs from the trained one: Fast-dLLM v2 reports accuracy drops).
     """
+    check(isinstance(dtype, (str, torch.dtype)), f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if isinstance(dtype, str):
         check(dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         dtype = DTYPES[dtype]
