@@ -1,7 +1,7 @@
 """KV cache policies: what the decode loop feeds the model at each step (design.md §3).
 
-Every policy answers one question for the loop — ``logits(rows, a, b)``: the window logits of the
-live rows — and decides what to recompute:
+Every policy answers one question for the engine — ``plan(row, first)``: which of a row's columns
+one forward feeds, writes and attends — and so decides what to recompute:
 
 =========  ==================  ===========================================================
 policy     models              what one forward feeds (window = decode block [a, b))
@@ -20,9 +20,10 @@ sub_block  block-causal        decode windows are sub-blocks of the model block:
                                model block's K/V); later ones feed the sub-block only
 =========  ==================  ===========================================================
 
-Storage (:class:`KVStore`) is preallocated per layer, one row per canvas row (two with CFG),
-``slot = absolute position`` (left padding never stored), K after RoPE. Rows are addressed by
-index, so rows that finish simply stop being fed. Shifted models (Dream, Fast-dLLM v2) need the
+Storage (:class:`KVStore`) is preallocated per layer, one store row per decoding row (two with
+CFG), ``slot = absolute position = canvas column``, K after RoPE. Store rows are handed out by the
+engine as requests arrive and taken back when they leave; rows that finish simply stop being fed.
+Plans are per row, so one ragged forward serves rows at different windows and caches. Shifted models (Dream, Fast-dLLM v2) need the
 hidden state of the token left of the window for its first position (algorithms.md §0.1): the
 cached policies feed that one extra query (its key is already cached for ``block``).
 """
@@ -33,7 +34,6 @@ from dataclasses import dataclass
 
 import torch
 
-from dllm.canvas import Canvas
 from dllm.errors import DllmError, check
 from dllm.kernels import cache_write, window_attention
 
@@ -57,6 +57,17 @@ class KVStore:
 
     def bytes_per_row(self) -> int:
         return self.nbytes // self.k.shape[1]
+
+    def grow(self, rows: int, length: int) -> None:
+        """Make room for at least ``rows`` rows of ``length`` slots (kept contents stay in place)."""
+        _, n, _, s, _ = self.k.shape
+        if rows <= n and length <= s:
+            return
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = old.new_zeros((old.shape[0], max(rows, n), old.shape[2], max(length, s), old.shape[4]))
+            new[:, :n, :, :s] = old
+            setattr(self, name, new)
 
     def gather(self, rows: torch.Tensor) -> "KVStore":
         """A copy holding ``rows`` (repeats allowed): FreeDave's candidates each get their own row."""
@@ -89,166 +100,92 @@ class StepView:
         return window_attention(q, kc, vc, self.rows, self.kv_len, self.q_pos0, self.block_size, max_len=self.max_len)
 
 
-def cfg_canvas(model, canvas: Canvas, rows: torch.Tensor, x: torch.Tensor):
-    """Unsupervised CFG: the unconditional copy has the prompt replaced by MASK."""
-    prompt = canvas.valid[rows] & ~canvas.gen[rows]
-    return torch.cat([x, x.masked_fill(prompt, model.mask_token_id)])
-
-
-def combine_cfg(both: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-    cond, uncond = both.chunk(2)
-    return uncond + (cfg_scale + 1) * (cond - uncond)
-
-
 class CachePolicy:
-    """No cache: every forward feeds the whole canvas."""
+    """No cache: every forward feeds the row's whole canvas (a plain forward).
+
+    Policies are per-request and stateless: a row's cache state (``refreshed``: the window last
+    refreshed; ``cached_col``: where its exact slots end) lives on the row, so rows at different
+    windows share one forward and a row decodes the same alone or in any batch."""
 
     name = "none"
+    cached = False
 
-    def setup(self, model, canvas: Canvas, cfg_scale: float) -> None:
-        self.model, self.canvas, self.cfg_scale = model, canvas, cfg_scale
-
-    @property
-    def nbytes(self) -> int:
-        return 0
-
-    def rows_x(self, rows: torch.Tensor, a: int, b: int, windows: torch.Tensor | None) -> torch.Tensor:
-        x = self.canvas.x[rows]
-        if windows is not None:
-            x = x.clone()
-            x[:, a:b] = windows
-        return x
-
-    def logits(self, rows: torch.Tensor, a: int, b: int, windows: torch.Tensor | None = None):
-        """-> (window logits [n, b-a, V], tokens fed per row [n]). ``windows`` [n, b-a] replaces the
-        window first (candidates; ``rows`` may repeat)."""
-        c, m = self.canvas, self.model
-        x, pos, valid = self.rows_x(rows, a, b, windows), c.positions[rows], c.valid[rows]
-        fed = valid.sum(-1)
-        if not self.cfg_scale:
-            return m(x, pos, valid, window=(a, b)), fed
-        both = m(cfg_canvas(m, c, rows, x), torch.cat([pos, pos]), torch.cat([valid, valid]),
-                 window=(a, b))
-        return combine_cfg(both, self.cfg_scale), 2 * fed
+    def bind(self, model, block_length: int) -> "CachePolicy":
+        self.shifted = bool(getattr(model, "shifted", False))
+        self.autoregressive = bool(getattr(model, "autoregressive", False))
+        self.block_size = model.block_size if model.attention_kind == "block_causal" else 0
+        self.block_length = block_length
+        return self
 
 
 class KVCachePolicy(CachePolicy):
     """Shared machinery of the cached policies; subclasses only say what a forward feeds (:meth:`plan`)."""
 
-    def setup(self, model, canvas: Canvas, cfg_scale: float) -> None:
-        super().setup(model, canvas, cfg_scale)
-        cfg = model.core.cfg
-        n = canvas.x.shape[0]
-        self.pad = canvas.valid.int().argmax(-1)  # [n] first valid column (slot 0)
-        self.end = self.pad + canvas.valid.sum(-1)  # [n] one past the last valid column
-        length = int((self.end - self.pad).max())
-        dtype = model.core.embed_tokens.weight.dtype
-        self.store = KVStore(cfg.num_layers, n * (2 if cfg_scale else 1), cfg.num_kv_heads, length, cfg.head_dim,
-                             dtype, canvas.x.device)
-        self.block_size = model.block_size if model.attention_kind == "block_causal" else 0
-        self.refreshed = torch.full((n,), -1, dtype=torch.long, device=canvas.x.device)  # window last refreshed
-        self.cached_col = torch.zeros(n, dtype=torch.long, device=canvas.x.device)  # exact slots end (block)
-
-    @property
-    def nbytes(self) -> int:
-        return self.store.nbytes
+    cached = True
 
     def need(self, a: int) -> int:
         """First column whose output the window needs (the token left of it for shifted models)."""
-        return a - 1 if self.model.shifted and a > 0 else a
+        return a - 1 if self.shifted and a > 0 else a
 
-    def plan(self, rows, a: int, b: int, first: bool):
-        """-> (f0, f1) fed columns, w0 [n] first column written per row, kv_end [n] last column
-        (exclusive) attended per row. ``first``: the rows' first forward in this window."""
+    def plan(self, row, first: bool) -> tuple[int, int, int, int]:
+        """-> (f0, f1) columns fed, w0 first column written, kv_end columns attended (exclusive), for
+        ``row`` (its window ``row.a, row.b``, valid end ``row.end``, canvas ``row.width``).
+        ``first``: the row's first forward in this window."""
         raise NotImplementedError
 
-    def logits(self, rows: torch.Tensor, a: int, b: int, windows: torch.Tensor | None = None):
-        c, m = self.canvas, self.model
-        candidates = windows is not None
-        first = not candidates and bool((self.refreshed[rows] != a).any())
-        f0, f1, w0, kv_end = self.plan(rows, a, b, first)
-        pad, end = self.pad[rows], self.end[rows]
-        stop = torch.clamp(end, max=f1)  # last fed valid column (exclusive) per row
-        ws = torch.maximum(w0, pad)
-        we = torch.clamp(stop, min=ws)
-        fed = torch.clamp(stop - torch.clamp(pad, min=f0), min=0)  # valid columns fed per row
-        x = self.rows_x(rows, a, b, windows)
-        pos = c.positions[rows, f0:f1]
-        store_rows = rows
-        if self.cfg_scale:  # unconditional copies live in store rows n..2n-1
-            x = cfg_canvas(m, c, rows, x)
-            pos = torch.cat([pos, pos])
-            store_rows = torch.cat([rows, rows + c.x.shape[0]])
-            pad, ws, we, kv_end = (torch.cat([t, t]) for t in (pad, ws, we, kv_end))
-        store = self.store
-        if candidates:  # each candidate writes its own window: a private copy of its row
-            store, store_rows = self.store.gather(store_rows), torch.arange(len(store_rows), device=rows.device)
-        view = StepView(store, store_rows, dst=ws - pad, src=ws - f0, count=we - ws, kv_len=kv_end - pad,
-                        q_pos0=f0 - pad, block_size=self.block_size)
-        out = m.forward_cached(x[:, f0:f1], pos, view, f0, (a, b))
-        if self.cfg_scale:
-            out, fed = combine_cfg(out, self.cfg_scale), 2 * fed
-        if not candidates:
-            self.refreshed[rows] = a
-            self.advance(rows, a)
-        return out, fed
-
-    def advance(self, rows, a: int) -> None:
-        pass
+    def advance(self, row) -> None:
+        """After a forward of the row's own tokens (not a candidate's)."""
 
 
 class PrefixCache(KVCachePolicy):
     name = "prefix"
 
-    def plan(self, rows, a, b, first):
-        width = self.canvas.x.shape[1]
+    def plan(self, row, first):
         if first:  # the refresh: every slot recomputed from the current canvas
-            return 0, width, torch.zeros_like(rows), self.end[rows]
-        f0 = self.need(a)
-        return f0, width, torch.full_like(rows, f0), self.end[rows]
+            return 0, row.width, 0, row.end
+        f0 = self.need(row.a)
+        return f0, row.width, f0, row.end
 
 
 class DualCache(KVCachePolicy):
     name = "dual"
 
-    def plan(self, rows, a, b, first):
+    def plan(self, row, first):
         if first:
-            return 0, self.canvas.x.shape[1], torch.zeros_like(rows), self.end[rows]
-        f0 = self.need(a)
-        return f0, b, torch.full_like(rows, f0), self.end[rows]
+            return 0, row.width, 0, row.end
+        f0 = self.need(row.a)
+        return f0, row.b, f0, row.end
 
 
 class BlockCache(KVCachePolicy):
     name = "block"
-    def block_end(self, b: int) -> int:
-        """Column one past the model block holding column b-1 (columns are aligned to blocks)."""
-        bs = self.block_size
-        return min(-(-b // bs) * bs, self.canvas.x.shape[1])
 
-    def plan(self, rows, a, b, first):
-        cached = self.cached_col[rows]
-        f0 = min(int(cached.min()), self.need(a))
+    def block_end(self, row, b: int) -> int:
+        """Column one past the model block holding column b-1 (columns are positions)."""
+        bs = self.block_size
+        return min(-(-b // bs) * bs, row.width)
+
+    def plan(self, row, first):
+        f0 = min(row.cached_col, self.need(row.a))
         # an autoregressive model scores the one-token window from the column left of it, which never
         # sees the window (causal): feed up to the last committed token, no placeholder column
-        f1 = a if getattr(self.model, "autoregressive", False) else self.block_end(b)
-        return f0, f1, cached, torch.clamp(self.end[rows], max=f1)
+        f1 = row.a if self.autoregressive else self.block_end(row, row.b)
+        return f0, f1, row.cached_col, min(row.end, f1)
 
-    def advance(self, rows, a):
+    def advance(self, row):
         # everything left of the model block holding `a` was fed from its final tokens and written
-        start = (a // self.block_size) * self.block_size
-        self.cached_col[rows] = torch.clamp(self.cached_col[rows], min=start)
+        row.cached_col = max(row.cached_col, (row.a // self.block_size) * self.block_size)
 
 
 class SubBlockCache(BlockCache):
     name = "sub_block"
 
-    def plan(self, rows, a, b, first):
+    def plan(self, row, first):
         if first:  # a new sub-block: refresh the model block's K/V (a `block` forward)
-            return super().plan(rows, a, b, first)
-        f0 = self.need(a)
-        f1 = self.block_end(b)
-        w0 = torch.clamp(self.cached_col[rows], min=f0)  # completed blocks are never rewritten
-        return f0, b, w0, torch.clamp(self.end[rows], max=f1)
+            return super().plan(row, first)
+        f0 = self.need(row.a)
+        w0 = max(row.cached_col, f0)  # completed blocks are never rewritten
+        return f0, row.b, w0, min(row.end, self.block_end(row, row.b))
 
 
 POLICIES = {"none": CachePolicy, "prefix": PrefixCache, "dual": DualCache, "block": BlockCache,
@@ -258,10 +195,11 @@ POLICIES = {"none": CachePolicy, "prefix": PrefixCache, "dual": DualCache, "bloc
 def make_cache(cache, model, block_length: int) -> CachePolicy:
     """A policy from its name (or a policy instance), checked against the model."""
     if isinstance(cache, CachePolicy):
-        policy = cache
+        policy = type(cache)()
     else:
         check(cache in POLICIES, f"cache must be one of {CACHES}, got {cache!r}")
         policy = POLICIES[cache]()
+    policy.bind(model, block_length)
     if policy.name == "none":
         return policy
     kind = model.attention_kind
@@ -283,5 +221,5 @@ def make_cache(cache, model, block_length: int) -> CachePolicy:
     return policy
 
 
-__all__ = ["CACHES", "CachePolicy", "PrefixCache", "DualCache", "BlockCache", "SubBlockCache", "KVStore", "StepView",
-           "make_cache"]
+__all__ = ["CACHES", "CachePolicy", "KVCachePolicy", "PrefixCache", "DualCache", "BlockCache", "SubBlockCache",
+           "KVStore", "StepView", "make_cache"]

@@ -20,7 +20,8 @@ class StepState:
     steps_per_block  the step budget per block of schedule-driven samplers
     block_masked  [B] long — eligible positions of each row when the block started
     end_token_ids the model's end-of-text ids
-    generator     torch.Generator for seeded sampling (None = global RNG)
+    generator     seeded sampling: None (global RNG), a torch.Generator, or a list with one per row
+                  (draw with ops.uniform so each row reads only its own stream)
     reference     [B, W] long or None — a known final output (analysis samplers only; -1 = none)
     verify        the engine's draft hook: drafts [B, K, W] -> logits [B, K, W, V] in one batched
                   forward (draft-and-verify samplers; never call the model yourself)
@@ -33,7 +34,7 @@ class StepState:
     steps_per_block: int
     block_masked: torch.Tensor
     end_token_ids: tuple[int, ...]
-    generator: torch.Generator | None = None
+    generator: torch.Generator | list | None = None
     reference: torch.Tensor | None = None
     verify: Callable[[torch.Tensor], torch.Tensor] | None = None
 

@@ -55,13 +55,13 @@ class DreamSampler(Sampler):
         masked = state.masked
         score = conf.masked_fill(~masked, ops.NEG_INF)
         if self.alg == "origin":
-            u = torch.rand(conf.shape, dtype=torch.float64, device=conf.device, generator=state.generator)
+            u = ops.uniform(conf.shape, state.generator, conf.device)
             commit = masked & (u < frac)
         else:
             n = masked.sum(-1) if last else torch.floor(masked.sum(-1).double() * frac).long()
             n = n.clamp_min(1)
             if self.alg_temp:
-                u = torch.rand(conf.shape, dtype=torch.float64, device=conf.device, generator=state.generator)
+                u = ops.uniform(conf.shape, state.generator, conf.device)
                 rank = score / self.alg_temp - torch.log(-torch.log(u.clamp_min(1e-300)))  # Gumbel top-k
                 commit = ops.top_k_mask(rank.masked_fill(~masked, ops.NEG_INF), n)
             else:

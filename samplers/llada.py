@@ -44,7 +44,7 @@ class LLaDASampler(Sampler):
             logits = logits.index_fill(-1, ends, ops.NEG_INF)
         tokens, conf = ops.propose(logits, self.temperature, self.top_p, self.top_k, state.generator)  # [B, W]
         if self.remasking == "random":
-            conf = torch.rand(tokens.shape, dtype=torch.float64, device=tokens.device, generator=state.generator)
+            conf = ops.uniform(tokens.shape, state.generator, tokens.device)
         score = conf
         if self.confidence_eos_eot_inf:
             score = score.masked_fill(torch.isin(tokens, ends), -1.0)  # below any probability, still eligible

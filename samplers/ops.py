@@ -31,13 +31,24 @@ def filter_top_p(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
     return logits.masked_fill(drop, NEG_INF)
 
 
-def gumbel_argmax(logits: torch.Tensor, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def uniform(shape, generator=None, device=None) -> torch.Tensor:
+    """U(0, 1) float64 of ``shape`` [B, ...]. ``generator``: None (global RNG), one Generator, or one
+    per row (the engine's per-row generators, seeded from (seed, prompt)): row i then draws from its
+    own stream only, so its numbers do not depend on the rows beside it. A None entry draws from
+    the global RNG."""
+    if isinstance(generator, (list, tuple)):
+        return torch.stack([torch.rand(tuple(shape[1:]), dtype=torch.float64, device=device, generator=g)
+                            for g in generator]) if len(generator) else torch.rand(shape, dtype=torch.float64, device=device)
+    return torch.rand(shape, dtype=torch.float64, device=device, generator=generator)
+
+
+def gumbel_argmax(logits: torch.Tensor, temperature: float, generator=None) -> torch.Tensor:
     """Sample from softmax(logits / T) by the Gumbel-max trick in float64 (LLaDA's
     ``add_gumbel_noise``: argmax exp(l) / (-log u)^T). T = 0 is argmax. [..., V] -> [...] long."""
     if temperature == 0:
         return logits.argmax(-1)
     logits = logits.double()
-    u = torch.rand(logits.shape, dtype=torch.float64, device=logits.device, generator=generator)
+    u = uniform(logits.shape, generator, logits.device)
     gumbel = -torch.log(-torch.log(u.clamp_min(1e-300)))
     return (logits + temperature * gumbel).argmax(-1)
 
@@ -88,7 +99,7 @@ def at_least_one(commit: torch.Tensor, scores: torch.Tensor, masked: torch.Tenso
 
 
 def propose(logits: torch.Tensor, temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            generator=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Proposals and their confidence (LLaDA / Fast-dLLM convention, §0.4): tokens [B, W] from
     Gumbel-max over the filtered logits at ``temperature`` (argmax at 0); confidence [B, W] float64
     = softmax of the raw logits at the proposed token."""

@@ -45,18 +45,18 @@ class ScriptedModel(torch.nn.Module):
             setattr(self, k, getattr(base, k))
 
     def forward(self, ids, positions, valid, window):
-        a, b = window
+        """window [B, W]: each row's canvas columns (the engine's ragged-batch protocol)."""
         v = self.base.core.cfg.vocab_size
-        logits = torch.zeros(ids.shape[0], b - a, v)
+        logits = torch.zeros(ids.shape[0], window.shape[1], v)
         logits[..., 5] = 2.0
         for r in range(ids.shape[0]):
             key = int(ids[r, 0])  # rows are told apart by their first prompt token
             k = self.end_at.get(key)
             if k is not None:
-                gen_start = ids.shape[1] - 16
-                for c in range(a, b):
+                gen_start = int(valid[r].sum()) - 16
+                for i, c in enumerate(window[r].tolist()):
                     if c - gen_start >= k:
-                        logits[r, c - a, self.eos_token_ids[0]] = 6.0
+                        logits[r, i, self.eos_token_ids[0]] = 6.0
         return logits
 
 

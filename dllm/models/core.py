@@ -178,12 +178,13 @@ class Transformer(nn.Module):
         positions: torch.Tensor,
         mask: torch.Tensor,
         cache: LayerKV | None = None,
-        out: slice | None = None,
+        out: slice | torch.Tensor | None = None,
     ) -> torch.Tensor:
         """mask: bool [B, 1, Lq, Lk] from :func:`attention_mask` (unused with a ``cache``, whose view
         knows each row's visible keys).
         ``out`` selects the positions whose logits are computed (the vocabulary projection is
-        the largest matmul of a small-block decode step; the window is all a sampler reads)."""
+        the largest matmul of a small-block decode step; the window is all a sampler reads): a slice
+        shared by every row, or a long tensor [B, W] of per-row positions (ragged batches)."""
         h = self.embed_tokens(input_ids)
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, h.dtype)
         for block in self.layers:
@@ -191,6 +192,8 @@ class Transformer(nn.Module):
                 h = torch.utils.checkpoint.checkpoint(block, h, cos, sin, mask, cache, use_reentrant=False)
             else:
                 h = block(h, cos, sin, mask, cache)
-        if out is not None:
+        if isinstance(out, torch.Tensor):
+            h = h.gather(1, out[..., None].expand(-1, -1, h.shape[-1]))  # [B, W, hidden]
+        elif out is not None:
             h = h[:, out]
         return self.lm_head(self.norm(h)).float()

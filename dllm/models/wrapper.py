@@ -52,14 +52,24 @@ class DiffusionLM(nn.Module):
     def device(self) -> torch.device:
         return self.core.embed_tokens.weight.device
 
+    def source_rows(self, cols: torch.Tensor, f0: torch.Tensor | int = 0) -> torch.Tensor:
+        """Canvas columns [B, W] -> the fed index [B, W] whose hidden state scores each column: the
+        column itself, or the one left of it for shifted models (column 0 keeps its own row)."""
+        src = torch.where(cols > 0, cols - 1, cols) if self.shifted else cols
+        f0 = f0[:, None] if isinstance(f0, torch.Tensor) else f0
+        return (src - f0).clamp_min(0)
+
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
-                window: tuple[int, int] | None = None) -> torch.Tensor:
+                window: tuple[int, int] | torch.Tensor | None = None) -> torch.Tensor:
         """input_ids, positions [B, L]; valid [B, L] bool (False = padding) -> logits [B, L, V]
-        float32, or [B, b-a, V] for ``window=(a, b)``; row i always predicts token i."""
+        float32, or [B, W, V] for ``window``: (a, b) shared by every row, or per-row columns
+        [B, W] long (a ragged batch); row i always predicts token i."""
         mask = attention_mask(positions, positions, valid, self.attention_kind, self.block_size)
         if window is None:
             logits = self.core(input_ids, positions, mask)
             return unshift(logits) if self.shifted else logits
+        if isinstance(window, torch.Tensor):
+            return self.core(input_ids, positions, mask, out=self.source_rows(window))
         a, b = window
         if not self.shifted:
             return self.core(input_ids, positions, mask, out=slice(a, b))
@@ -67,20 +77,14 @@ class DiffusionLM(nn.Module):
             return unshift(self.core(input_ids, positions, mask, out=slice(0, b)))
         return self.core(input_ids, positions, mask, out=slice(a - 1, b - 1))
 
-
-    def forward_cached(self, input_ids: torch.Tensor, positions: torch.Tensor, view, f0: int,
-                       window: tuple[int, int]) -> torch.Tensor:
-        """A cached forward: ``input_ids``/``positions`` [B, L] are canvas columns [f0, f0 + L);
-        ``view`` (dllm.cache.StepView) says which K/V to store and attend. Returns the logits of
-        canvas columns window=(a, b), [B, b-a, V], row i predicting token i. Shifted models need
-        column a-1 fed (f0 <= a-1) unless a == 0."""
-        a, b = window
-        if not self.shifted:
-            return self.core(input_ids, positions, None, cache=view, out=slice(a - f0, b - f0))
-        if a == 0:
-            return unshift(self.core(input_ids, positions, None, cache=view, out=slice(0, b - f0)))
-        assert f0 <= a - 1, "a shifted model needs the column left of the window"
-        return self.core(input_ids, positions, None, cache=view, out=slice(a - 1 - f0, b - 1 - f0))
+    def forward_cached(self, input_ids: torch.Tensor, positions: torch.Tensor, view, f0: torch.Tensor,
+                       cols: torch.Tensor) -> torch.Tensor:
+        """A cached forward over a ragged batch: row r of ``input_ids``/``positions`` [B, L] holds its
+        canvas columns [f0[r], f0[r] + L) (the tail past what it feeds is padding); ``view``
+        (dllm.cache.StepView) says which K/V to store and attend. Returns the logits of canvas
+        columns ``cols`` [B, W] -> [B, W, V], row i predicting token i. Shifted models need the
+        column left of the window fed."""
+        return self.core(input_ids, positions, None, cache=view, out=self.source_rows(cols, f0))
 
 
 class HFDiffusionLM(nn.Module):
@@ -119,4 +123,6 @@ class HFDiffusionLM(nn.Module):
         kwargs = {"position_ids": positions} if self._takes_positions else {}
         logits = self.hf(input_ids=input_ids, attention_mask=valid.long(), **kwargs).logits.float()
         logits = unshift(logits) if self.shifted else logits
+        if isinstance(window, torch.Tensor):  # per-row columns [B, W]
+            return logits.gather(1, window[..., None].expand(-1, -1, logits.shape[-1]))
         return logits if window is None else logits[:, window[0]:window[1]]

@@ -1,0 +1,189 @@
+"""The decode loop, written once (design.md §2), as a step function over live rows.
+
+    admit(row)        lay a prepared request out on the board, give it cache rows
+    step()            one forward over every live row (one per forward kind: plain, cached),
+                      the samplers (one call per group of rows that share sampler, window and
+                      schedule step), commit, record, retire rows that are done
+    retire(row)       take a row out now (a server's cancel or stop string)
+
+Rows keep their own window, sampler and cache state, so rows at different windows, with
+different samplers and prompt lengths, share a forward, and a row's tokens never depend on its
+neighbours. ``dllm.generate`` and the server both drive this one step function.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from dllm.engine.board import Board
+from dllm.engine.forward import Forwarder
+from dllm.engine.recorder import Recorder
+from dllm.engine.row import Row
+from dllm.samplers.base import StepState
+
+
+def retire_finished(board: Board, slots: torch.Tensor, end_ids: torch.Tensor) -> torch.Tensor:
+    """Rows whose text is complete: an end token is committed and nothing before it is still MASK.
+    Later positions cannot change the text, so they are filled with that end token. -> bool [n]."""
+    x, gen = board.x[slots], board.gen[slots]
+    is_end = torch.isin(x, end_ids) & gen
+    has_end = is_end.any(-1)
+    first = torch.where(has_end, is_end.int().argmax(-1), x.shape[1])  # [n]
+    col = torch.arange(x.shape[1], device=x.device)[None]
+    before = (x == board.mask_id) & gen & (col < first[:, None])
+    done = has_end & ~before.any(-1)
+    end_tok = x.gather(1, first.clamp_max(x.shape[1] - 1)[:, None])  # [n, 1]
+    fill = done[:, None] & gen & (col > first[:, None]) & (x == board.mask_id)
+    board.x[slots] = torch.where(fill, end_tok, x)
+    return done
+
+
+class Engine:
+    def __init__(self, model, trace: bool = False):
+        self.model = model
+        self.board = Board(model.device, model.mask_token_id, model.pad_token_id)
+        self.forward = Forwarder(model, self.board)
+        self.recorder = Recorder(trace)
+        self.end_ids = torch.tensor(model.eos_token_ids, device=model.device)
+        self.rows: list[Row] = []
+
+    @property
+    def live(self) -> int:
+        return len(self.rows)
+
+    def reserve(self, rows: int, width: int, kv_rows: int, kv_length: int) -> None:
+        """Preallocate for a known batch (``generate``): board rows and, if cached, store rows."""
+        self.board.grow(rows, width)
+        if kv_rows:
+            self.forward.reserve(kv_rows, kv_length)
+
+    def admit(self, row: Row) -> Row:
+        row.slot = self.board.place(row)
+        self.forward.attach(row)
+        row.k = -1
+        self.rows.append(row)
+        if self.next_window(row):
+            self.leave(row)
+        return row
+
+    def retire(self, row: Row) -> None:
+        """Take a row out now: its answer so far is recorded; its board and cache rows are freed."""
+        if not row.done:
+            row.finished = True
+            self.leave(row)
+
+    def leave(self, row: Row) -> None:
+        row.done = True
+        self.recorder.finish(self.board, row)
+        self.board.release(row.slot)
+        self.forward.detach(row)
+        self.rows.remove(row)
+
+    def next_window(self, row: Row) -> bool:
+        """Move ``row`` to its next window that still has MASK; True when none is left."""
+        while row.k + 1 < len(row.windows):
+            row.k += 1
+            masked = int(self.board.masked(*self.board.windows([row], row.window)).sum())
+            if masked:
+                row.block_step, row.block_masked, row.pending = 0, masked, None
+                return False
+        return True
+
+    @staticmethod
+    def group_key(row: Row) -> tuple:
+        s = row.settings
+        return (s.cache.cached, id(s.sampler), s.block_length, row.block_step, s.per_block)
+
+    def step(self) -> list[Row]:
+        """One decode step of every live row; returns the rows that left."""
+        live = sorted(self.rows, key=self.group_key)
+        if not live:
+            return []
+        logits = {}  # row -> (batch logits, index)
+        for cached in (False, True):
+            need = [r for r in live if r.pending is None and r.settings.cache.cached == cached]
+            if need:
+                out, fed = self.forward(need)
+                self.recorder.count(need, fed)
+                logits.update((id(r), (out, i)) for i, r in enumerate(need))
+        for _, group in itertools.groupby(live, key=self.group_key):
+            self.decide(list(group), logits)
+        return self.settle(live)
+
+    def group_logits(self, rows: list[Row], logits: dict, width: int) -> torch.Tensor:
+        """[g, W, V]: a slice of the forward's logits when the group is contiguous in it."""
+        src = [logits.get(id(r)) for r in rows]
+        if all(s is not None and s[0] is src[0][0] for s in src):
+            i0 = src[0][1]
+            if [s[1] for s in src] == list(range(i0, i0 + len(rows))):
+                return src[0][0][i0:i0 + len(rows), :width]
+        return torch.stack([r.pending if s is None else s[0][s[1], :width] for r, s in zip(rows, src)])
+
+    def decide(self, rows: list[Row], logits: dict) -> None:
+        """The sampler's step for one group of rows, committed on the board."""
+        s = rows[0].settings
+        width = s.block_length
+        slots, cols = self.board.windows(rows, width)
+        tokens = self.board.x[slots[:, None], cols]
+        masked = self.board.masked(slots, cols)
+        gens = [r.generator for r in rows]
+        state = StepState(logits=self.group_logits(rows, logits, width), tokens=tokens, masked=masked,
+                          block_step=rows[0].block_step, steps_per_block=s.per_block,
+                          block_masked=torch.tensor([r.block_masked for r in rows], device=tokens.device),
+                          end_token_ids=self.model.eos_token_ids,
+                          generator=None if all(g is None for g in gens) else gens,
+                          reference=self.board.ref[slots[:, None], cols] if any(r.reference is not None for r in rows)
+                          else None, verify=self.verifier(rows, width))
+        d = s.sampler.step(state)
+        commit = d.commit & masked
+        if not commit.any(-1).all():
+            raise RuntimeError(f"{type(s.sampler).__name__} committed no token for a row that had masks")
+        self.board.x[slots[:, None], cols] = torch.where(commit, d.tokens, tokens)
+        self.recorder.commit(self.board, rows, slots, cols, commit, d.confidence)
+        if d.end_at is not None:
+            self.truncate(rows, slots, d.end_at)
+        for i, r in enumerate(rows):
+            r.pending = None if d.next_logits is None else d.next_logits[i]
+
+    def verifier(self, rows: list[Row], width: int):
+        def verify(drafts: torch.Tensor) -> torch.Tensor:
+            """drafts [g, K, W] -> logits [g, K, W, V] in one batched forward (one forward of K× the
+            tokens for each row)."""
+            g, k, w = drafts.shape
+            out, fed = self.forward([r for r in rows for _ in range(k)], drafts.reshape(g * k, w))
+            self.recorder.count(rows, fed.view(g, k).sum(1))
+            return out[:, :width].reshape(g, k, w, -1)
+
+        return verify
+
+    def truncate(self, rows: list[Row], slots: torch.Tensor, end_at: torch.Tensor) -> None:
+        """End-of-text prediction: for each row with end_at >= 0, every answer position after window
+        index end_at becomes end-of-text and is never decoded. Counted per row."""
+        a = torch.tensor([r.a for r in rows], device=slots.device)
+        col = torch.arange(self.board.x.shape[1], device=slots.device)[None]
+        cut = (end_at >= 0)[:, None] & (col > (a + end_at)[:, None]) & self.board.gen[slots]
+        self.board.x[slots] = torch.where(cut, self.end_ids[0], self.board.x[slots])
+        for r, hit in zip(rows, (end_at >= 0).tolist()):
+            r.stats.truncations += int(hit)
+
+    def settle(self, rows: list[Row]) -> list[Row]:
+        """After a step: retire rows whose text is complete; move rows whose window is clean on."""
+        eos = [r for r in rows if r.settings.stop_at_eos]
+        if eos:
+            done = retire_finished(self.board, torch.tensor([r.slot for r in eos], device=self.board.device),
+                                   self.end_ids)
+            for r, d in zip(eos, done.tolist()):
+                r.finished = r.finished or d
+        left = []
+        for r in rows:
+            clean = r.finished or not bool(self.board.masked(*self.board.windows([r], r.window)).any())
+            if clean and (r.finished or self.next_window(r)):
+                self.leave(r)
+                left.append(r)
+            elif not clean:
+                r.block_step += 1
+                if r.block_step > r.window:  # every step commits >= 1: a window never needs more
+                    raise RuntimeError(f"window [{r.a}, {r.b}) did not finish in {r.window} forwards")
+        return left
