@@ -10,6 +10,7 @@ from omegaconf import DictConfig, ListConfig
 
 from dllm.apps.common import build, one_line_errors
 from dllm.errors import check
+from dllm.eval.resume import model_settings
 
 
 def task_list(tasks) -> list[str]:
@@ -27,7 +28,7 @@ def task_list(tasks) -> list[str]:
 
 def gen_kwargs(cfg: DictConfig) -> dict:
     return dict(gen_length=cfg.gen_length, block_length=cfg.block_length, steps=cfg.steps, cfg_scale=cfg.cfg_scale,
-                stop_at_eos=cfg.stop_at_eos, cache=cfg.get("cache", "none"))
+                stop_at_eos=cfg.stop_at_eos, cache=cfg.get("cache", "none"), seed=cfg.get("seed"))
 
 
 @one_line_errors
@@ -37,10 +38,15 @@ def run(cfg: DictConfig) -> None:
     check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
     check(cfg.batch_size > 0, f"batch_size must be a positive integer, got {cfg.batch_size}")
     tasks = task_list(cfg.tasks)
+    if "humaneval" in tasks:  # one line on how model-written code is confined here
+        from dllm.eval.sandbox import announce
+
+        announce()
     job_dir = sweep_job_dir()
     output = job_dir / "items.jsonl" if job_dir else cfg.output  # a sweep run keeps its items in its own folder
     model, sampler = build(cfg.model), build(cfg.sampler)
-    per_task = evaluate(model, sampler, tasks, cfg.n_items, gen_kwargs(cfg), cfg.batch_size, output)
+    settings = {"model": model_settings(cfg.model)}
+    per_task = evaluate(model, sampler, tasks, cfg.n_items, gen_kwargs(cfg), cfg.batch_size, output, settings=settings)
     from dllm.eval.runner import dist_state
 
     if not dist_state().is_main_process:  # several processes: the main one reports

