@@ -93,13 +93,16 @@ def test_stop_string_ends_the_text(client):
 
 
 def test_concurrent_requests_equal_each_served_alone(client):
-    """32 concurrent requests, mixed prompts, samplers, caches and max_tokens: each gets the text it
+    """40 concurrent requests (the server decodes 8 rows at a time, so requests join mid-flight):
+    mixed prompts, samplers, caches, windows, seeded sampling and max_tokens; each gets the text it
     gets alone."""
     variants = [{}, {"sampler": "threshold", "sampler_args": {"threshold": 0.7}}, {"cache": "dual"},
-                {"sampler": "factor"}]
-    jobs = [(PROMPTS[i % 4], variants[(i // 4) % 4], 32 if i % 3 else 64) for i in range(32)]
+                {"sampler": "factor"}, {"sampler": "llada", "temperature": 0.8, "seed": 11},
+                {"cache": "prefix", "block_length": 16, "sampler": "threshold"},
+                {"sampler": "threshold", "temperature": 1.0, "seed": 5, "cache": "dual"}, {"block_length": 8}]
+    jobs = [(PROMPTS[i % 4], variants[(i // 4) % len(variants)], 32 if i % 3 else 64) for i in range(40)]
     alone = {(p, str(v), m): complete(client, p, max_tokens=m, extra_body=v).choices[0].text for p, v, m in jobs}
-    with ThreadPoolExecutor(32) as pool:
+    with ThreadPoolExecutor(40) as pool:
         got = list(pool.map(lambda j: complete(client, j[0], max_tokens=j[2], extra_body=j[1]).choices[0].text, jobs))
     for (p, v, m), text in zip(jobs, got):
         assert text == alone[(p, str(v), m)], (p, v, m)

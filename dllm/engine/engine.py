@@ -41,8 +41,10 @@ def retire_finished(board: Board, slots: torch.Tensor, end_ids: torch.Tensor) ->
 
 
 class Engine:
-    def __init__(self, model, trace: bool = False):
-        self.model = model
+    def __init__(self, model, trace: bool = False, isolate_errors: bool = False):
+        """``isolate_errors``: a sampler that fails on one group of rows retires those rows with the
+        error (``row.error``) and the others go on (a server); otherwise it raises (``generate``)."""
+        self.model, self.isolate_errors = model, isolate_errors
         self.board = Board(model.device, model.mask_token_id, model.pad_token_id)
         self.forward = Forwarder(model, self.board)
         self.recorder = Recorder(trace)
@@ -108,9 +110,19 @@ class Engine:
                 out, fed = self.forward(need)
                 self.recorder.count(need, fed)
                 logits.update((id(r), (out, i)) for i, r in enumerate(need))
+        failed = []
         for _, group in itertools.groupby(live, key=self.group_key):
-            self.decide(list(group), logits)
-        return self.settle(live)
+            group = list(group)
+            try:
+                self.decide(group, logits)
+            except Exception as e:
+                if not self.isolate_errors:
+                    raise
+                for r in group:
+                    r.error = f"{type(e).__name__}: {e}"
+                    self.retire(r)
+                failed += group
+        return failed + self.settle([r for r in live if not r.done])
 
     def group_logits(self, rows: list[Row], logits: dict, width: int) -> torch.Tensor:
         """[g, W, V]: a slice of the forward's logits when the group is contiguous in it."""

@@ -77,6 +77,7 @@ class Row:
     done: bool = False
     finished: bool = False  # retired before its last window (end of text, stop string, cancel)
     result: object = None  # set by the recorder when the row leaves
+    error: str | None = None  # why the engine retired it (isolate_errors)
 
     @property
     def a(self) -> int:

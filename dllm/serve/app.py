@@ -18,9 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from dllm.cache import make_cache
 from dllm.errors import DllmError, check
-from dllm.generate import decode_window, encode_prompts
+from dllm.engine import decode_window, settings
+from dllm.generate import encode_prompts
 from dllm.samplers import SAMPLERS
 from dllm.serve.scheduler import Job, QueueFull, Scheduler
 
@@ -40,7 +40,8 @@ class Metrics:
         self.requests = Counter("dllm_requests", "requests received", ["endpoint", "status"], registry=r)
         self.queue = Gauge("dllm_queue_depth", "requests waiting", registry=r)
         self.batch = Gauge("dllm_live_batch", "rows in the running forward", registry=r)
-        self.forwards = Counter("dllm_forwards", "model forwards (per row)", registry=r)
+        self.steps = Counter("dllm_engine_steps", "engine steps (each one forward over every live row)", registry=r)
+        self.forwards = Counter("dllm_forwards", "model forwards counted per row (NFE)", registry=r)
         self.tokens = Counter("dllm_generated_tokens", "generated tokens (prompt and padding excluded)", registry=r)
         self.tpf = Histogram("dllm_tokens_per_forward", "tokens per forward of finished requests", registry=r,
                              buckets=(1, 1.5, 2, 3, 4, 6, 8, 12, 16, 32))
@@ -102,18 +103,22 @@ def parse_request(body: dict, state, chat: bool) -> Job:
     for field in ("temperature", "top_p"):
         if body.get(field) is not None:
             knobs[field] = body[field]
-    try:
-        sampler = SAMPLERS[name](**knobs)
-    except (DllmError, TypeError, ValueError) as e:
-        raise ApiError(400, f"sampler {name}: {str(e).splitlines()[0]}", "sampler_args") from e
+    key = (name, json.dumps(knobs, sort_keys=True, default=str))
+    sampler = state.samplers.get(key)
+    if sampler is None:  # samplers are pure: equal knobs share one instance, so their rows share a call
+        try:
+            sampler = state.samplers.setdefault(key, SAMPLERS[name](**knobs))
+        except (DllmError, TypeError, ValueError) as e:
+            raise ApiError(400, f"sampler {name}: {str(e).splitlines()[0]}", "sampler_args") from e
     block_length = body.get("block_length", cfg.block_length)
+    if not (block_length is None or (isinstance(block_length, int) and not isinstance(block_length, bool)
+                                     and block_length > 0)):
+        raise ApiError(400, f"block_length must be a positive integer, got {block_length!r}", "block_length")
     cache = body.get("cache") or cfg.cache
-    window = decode_window(state.model, block_length if isinstance(block_length, int) else None)
+    window = decode_window(state.model, block_length)
     gen_length = -(-max_tokens // window) * window  # the answer area: whole blocks
-    try:
-        check(block_length is None or (isinstance(block_length, int) and block_length > 0),
-              f"block_length must be a positive integer, got {block_length!r}")
-        make_cache(cache, state.model, window)
+    try:  # the checks `dllm generate` runs, with the same messages
+        s = settings(state.model, sampler, gen_length=gen_length, block_length=block_length, cache=cache)
         check(len(ids) + gen_length <= state.model.max_length,
               f"prompt ({len(ids)} tokens) + max_tokens rounded to whole blocks ({gen_length}) exceeds the model's "
               f"max_length {state.model.max_length}")
@@ -124,11 +129,9 @@ def parse_request(body: dict, state, chat: bool) -> Job:
     if not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise ApiError(400, "stop must be a string or a list of strings", "stop")
     seed = body.get("seed")
-    if seed is not None and not isinstance(seed, int):
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ApiError(400, f"seed must be an integer, got {seed!r}", "seed")
-    key = (name, json.dumps(knobs, sort_keys=True, default=str), cache, block_length, gen_length)
-    return Job(prompt_ids=ids, sampler=sampler, key=key, gen_length=gen_length, block_length=block_length,
-               cache=cache, seed=seed, stop=stop, emit=None)
+    return Job(prompt_ids=ids, settings=s, seed=seed, stop=stop)
 
 
 def error_response(e: ApiError) -> JSONResponse:
@@ -140,7 +143,7 @@ def create_app(cfg, load_model) -> FastAPI:
     """``load_model()`` -> (model, sampler, served name); it runs in a thread while /health says loading."""
     app = FastAPI(title="dllm")
     state = type("State", (), {})()
-    state.cfg, state.model, state.metrics = cfg, None, Metrics()
+    state.cfg, state.model, state.metrics, state.samplers = cfg, None, Metrics(), {}
     state.error = None
 
     def load():

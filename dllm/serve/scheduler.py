@@ -1,43 +1,42 @@
-"""The server's scheduler: one thread owns the model and runs the one decode loop
-(:func:`dllm.generate.generate`) over batches of waiting requests.
+"""The server's scheduler: one thread owns the model and drives the one decode engine
+(:class:`dllm.engine.Engine`) step by step — step-level continuous batching.
 
-Batching (this version): requests whose decode settings are equal (sampler and knobs, cache,
-window, answer area) and that are not seeded share one ``generate`` call, up to ``max_batch``
-rows; seeded requests run alone, so a seeded request's text never depends on its neighbours.
-Every step, a monitor hands each row's left-contiguous committed prefix to its request (streaming)
-and retires rows whose client left or whose text hit a stop string.
+Every step: waiting requests join (up to ``max_batch`` live rows), one forward serves every live
+row (rows at different windows, with different samplers, caches and prompt lengths), each row's
+left-contiguous committed prefix goes to its client, and rows leave at once when their text is
+complete, a stop string appears, or their client went away. A row's tokens never depend on the
+rows beside it (per-row windows, cache state and generators), so a request's answer under any
+load is its answer alone.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
-from dllm.generate import answer_text, generate
-from dllm.samplers.base import Sampler
+import torch
+
+from dllm.engine import Engine, Settings, row as new_row
+from dllm.generate import answer_text
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     """One request as the scheduler sees it. ``emit(kind, payload)`` is called from the scheduler
     thread: ("delta", text) while decoding, then ("done", result dict) or ("error", message)."""
 
     prompt_ids: list[int]
-    sampler: Sampler
-    key: tuple  # equal keys may share a batch
-    gen_length: int
-    block_length: int | None
-    cache: str
+    settings: Settings
     seed: int | None
     stop: list[str]
-    emit: object
+    emit: object = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     created: float = field(default_factory=time.perf_counter)
     sent: str = ""  # text already streamed
     prefix: int = 0  # committed prefix length already decoded
-    stopped: bool = False
+    hit_stop: bool = False
 
 
 class QueueFull(Exception):
@@ -53,7 +52,8 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
 class Scheduler:
     def __init__(self, model, max_batch: int, max_queue: int, metrics=None):
         self.model, self.max_batch, self.max_queue, self.metrics = model, max_batch, max_queue, metrics
-        self.waiting: list[Job] = []
+        self.engine = Engine(model, isolate_errors=True)
+        self.waiting: deque[Job] = deque()
         self.cond = threading.Condition()
         self.thread = threading.Thread(target=self.run, daemon=True, name="dllm-scheduler")
         self.thread.start()
@@ -65,84 +65,94 @@ class Scheduler:
             self.waiting.append(job)
             self.cond.notify()
 
-    def take_batch(self) -> list[Job]:
+    def admit(self) -> None:
+        """Waiting requests join the live rows (they decode from the next step on)."""
         with self.cond:
-            while not self.waiting:
+            while not self.waiting and not self.engine.live:
                 self.cond.wait()
-            first = self.waiting.pop(0)
-            batch = [first]
-            if first.seed is None:
-                for job in list(self.waiting):
-                    if len(batch) >= self.max_batch:
-                        break
-                    if job.seed is None and job.key == first.key:
-                        batch.append(job)
-                        self.waiting.remove(job)
-            return batch
+            joining = []
+            while self.waiting and self.engine.live + len(joining) < self.max_batch:
+                joining.append(self.waiting.popleft())
+        for job in joining:
+            if job.cancelled.is_set():
+                continue
+            try:
+                self.engine.admit(new_row(self.model, job.prompt_ids, job.settings, seed=job.seed, tag=job))
+            except Exception as e:  # noqa: BLE001 — a bad request answers itself; the others go on
+                job.emit("error", f"{type(e).__name__}: {e}")
 
+    @torch.no_grad()
     def run(self) -> None:
         while True:
-            batch = [j for j in self.take_batch() if not j.cancelled.is_set()]
-            if batch:
-                self.decode(batch)
+            self.admit()
+            if self.metrics:
+                self.metrics.batch.set(self.engine.live)
+            try:
+                left = self.engine.step()
+            except Exception as e:  # noqa: BLE001 — a failing forward fails its rows, not the server
+                left = list(self.engine.rows)
+                for r in left:
+                    self.engine.retire(r)
+                    r.error = f"{type(e).__name__}: {e}"
+            if self.metrics:
+                self.metrics.steps.inc()
+            self.stream()
+            for r in left:
+                self.finish(r)
 
     def text_of(self, ids: list[int]) -> str:
         """Text of committed ids up to the first end token; a trailing partial character waits."""
         text, _ = answer_text(self.model.tokenizer, ids, self.model.eos_token_ids)
         return text[:-1] if text.endswith("\ufffd") else text
 
-    def monitor(self, batch: list[Job]):
-        mask_id = self.model.mask_token_id
-
-        def watch(canvas) -> list[int]:
-            retire = []
-            for r, job in enumerate(batch):
-                if job.stopped:
-                    continue
-                if job.cancelled.is_set():
-                    job.stopped = True
-                    retire.append(r)
-                    continue
-                row = canvas.x[r][canvas.gen[r]]
-                pending = (row == mask_id).nonzero()
-                k = int(pending[0]) if len(pending) else row.numel()  # left-contiguous committed prefix
-                if k == job.prefix:  # nothing new to say: no decode on this step
-                    continue
-                job.prefix = k
-                text, hit = cut_at_stop(self.text_of(row[:k].tolist()), job.stop)
-                if len(text) > len(job.sent):
-                    if self.metrics and not job.sent:
-                        self.metrics.ttft.observe(time.perf_counter() - job.created)
-                    job.emit("delta", text[len(job.sent):])
-                    job.sent = text
-                if hit:
-                    job.stopped = True
-                    retire.append(r)
-            return retire
-
-        return watch
-
-    def decode(self, batch: list[Job]) -> None:
-        first = batch[0]
-        if self.metrics:
-            self.metrics.batch.set(len(batch))
-        try:
-            res = generate(self.model, [j.prompt_ids for j in batch], first.sampler, gen_length=first.gen_length,
-                           block_length=first.block_length, cache=first.cache, seed=first.seed,
-                           monitor=self.monitor(batch))
-        except Exception as e:  # a failing batch answers its own requests and the server goes on
-            for job in batch:
-                job.emit("error", f"{type(e).__name__}: {e}")
+    def stream(self) -> None:
+        """Each live row's grown committed prefix goes out; stop strings and cancels retire rows."""
+        rows = list(self.engine.rows)
+        if not rows:
             return
-        for job, ids, st in zip(batch, res.ids, res.stats):
+        board = self.engine.board
+        slots = torch.tensor([r.slot for r in rows], device=board.device)
+        masked = (board.x[slots] == board.mask_id) & board.gen[slots]
+        first = torch.where(masked.any(-1), masked.int().argmax(-1), board.x.shape[1]).tolist()
+        for r, k in zip(rows, first):
+            job = r.tag
             if job.cancelled.is_set():
+                self.engine.retire(r)
+                self.finish(r)
                 continue
-            text, hit = cut_at_stop(self.text_of(ids.tolist()), job.stop)
-            if len(text) > len(job.sent):
-                job.emit("delta", text[len(job.sent):])
-                job.sent = text
-            if self.metrics:
-                self.metrics.record(st, time.perf_counter() - job.created)
-            job.emit("done", {"text": text, "finish_reason": "stop" if (hit or st.gen_tokens < job.gen_length)
-                              else "length", "stats": st.as_dict(), "prompt_tokens": len(job.prompt_ids),
-                              "completion_tokens": st.gen_tokens})
+            k = min(k, r.end) - r.gen_start  # left-contiguous committed prefix of the answer
+            if k == job.prefix:  # nothing new to say: no decode on this step
+                continue
+            job.prefix = k
+            text, hit = cut_at_stop(self.text_of(board.x[r.slot, r.gen_start:r.gen_start + k].tolist()), job.stop)
+            self.send(job, text)
+            if hit:
+                job.hit_stop = True
+                self.engine.retire(r)
+                self.finish(r)
+
+    def send(self, job: Job, text: str) -> None:
+        if len(text) > len(job.sent):
+            if self.metrics and not job.sent:
+                self.metrics.ttft.observe(time.perf_counter() - job.created)
+            job.emit("delta", text[len(job.sent):])
+            job.sent = text
+
+    def finish(self, r) -> None:
+        job = r.tag
+        if getattr(r, "error", None):
+            job.emit("error", r.error)
+            return
+        if job.cancelled.is_set():
+            return
+        ids, _ = r.result
+        text, cut = answer_text(self.model.tokenizer, ids.tolist(), self.model.eos_token_ids)
+        text, hit = cut_at_stop(text, job.stop)
+        st = r.stats
+        st.gen_tokens, st.wall_time = cut, time.perf_counter() - job.created
+        self.send(job, text)
+        if self.metrics:
+            self.metrics.record(st, time.perf_counter() - job.created)
+        eos = cut < r.settings.gen_length
+        job.emit("done", {"text": text, "finish_reason": "stop" if (hit or job.hit_stop or eos) else "length",
+                          "stats": st.as_dict(), "prompt_tokens": len(job.prompt_ids), "completion_tokens": cut})
