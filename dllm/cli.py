@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from pathlib import Path
 
@@ -42,6 +43,22 @@ def check_group_overrides(args: list[str]) -> str | None:
     return None
 
 
+_PARENT = re.compile(r"(?:^|[/\\(,\s])\.\.(?:$|[/\\),\s])")  # a ".." path component
+_NOT_IN_RUN_DIR = ("sweep_dir", "hydra.sweep.dir", "output", "summary", "record")  # keys that name no run folder
+
+
+def check_sweep_values(args: list[str]) -> str | None:
+    """A --multirun run's folder is named by its overrides inside sweep_dir: a value with a ".."
+    component would put it outside, so it is refused before Hydra makes any folder."""
+    if not {"--multirun", "-m"} & set(args):
+        return None
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") not in _NOT_IN_RUN_DIR and _PARENT.search(value):
+            return f"sweep value {key}={value!r} has a '..' path component: each run's folder must stay inside sweep_dir"
+    return None
+
+
 def quote_text_overrides(args: list[str]) -> list[str]:
     """``prompt=<free text>`` reaches Hydra as a quoted string, so brackets, commas and quotes in
     a prompt (``reverse: ["Ann Lee", "Bob Stone"]``) are text, not override grammar."""
@@ -70,7 +87,7 @@ def main() -> None:
     if cmd not in COMMANDS:
         print(f"error: command must be one of {sorted(COMMANDS)}, got {cmd!r}", file=sys.stderr)
         sys.exit(2)
-    problem = check_group_overrides(args[1:])
+    problem = check_group_overrides(args[1:]) or check_sweep_values(args[1:])
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -68,9 +68,13 @@ def plot(rows: list[dict], x: str, label: str, path: Path, title: str) -> None:
 
 def report(folder: str | Path, out: str | Path | None = None) -> Path:
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DllmError(f"sweep_dir {folder} is not a folder: give the sweep_dir of a `dllm eval --multirun` sweep")
     out = Path(out) if out else folder
+    if out.exists() and not out.is_dir():
+        raise DllmError(f"--out {out} is a file, not a folder")
+    rows = gather(folder)  # before anything is made: a wrong folder creates nothing
     out.mkdir(parents=True, exist_ok=True)
-    rows = gather(folder)
     with (out / "sweep.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         w.writeheader()

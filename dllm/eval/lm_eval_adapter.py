@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import time
 import warnings
 import zlib
@@ -41,8 +42,9 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 
 from dllm.cache import make_cache
-from dllm.errors import DllmError, check
+from dllm.errors import DllmError, check, check_types
 from dllm.generate import encode_prompts, generate
+from dllm.loading import DTYPES
 from dllm.samplers import SAMPLERS, build_sampler
 
 # model_args the adapter itself reads (every other key must be a knob of the chosen sampler)
@@ -86,8 +88,45 @@ def parse_value(v):
     return v
 
 
+def is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_options(opts: dict) -> None:
+    """Every adapter option: one line naming it and what it takes (before anything is loaded)."""
+    for k in ("gen_length", "batch_size", "mc_num", "mc_batch_size"):
+        check(is_int(opts[k]) and opts[k] > 0, f"{k} must be a positive integer, got {opts[k]!r}")
+    for k in ("block_length", "steps"):
+        check(opts[k] is None or (is_int(opts[k]) and opts[k] > 0),
+              f"{k} must be a positive integer or none, got {opts[k]!r}")
+    check(is_int(opts["seed"]), f"seed must be an integer, got {opts['seed']!r}")
+    check(is_int(opts["ll_canvas"]) and opts["ll_canvas"] >= 0,
+          f"ll_canvas must be an integer >= 0, got {opts['ll_canvas']!r}")
+    check(opts["greedy"] in ("argmax", "decode"), f"greedy must be 'argmax' or 'decode', got {opts['greedy']!r}")
+    cfg = opts["cfg_scale"]
+    check(isinstance(cfg, (int, float)) and not isinstance(cfg, bool) and math.isfinite(cfg) and cfg >= 0,
+          f"cfg_scale must be a finite number >= 0, got {cfg!r}")
+    for k in ("chat_template", "disable_tqdm"):
+        check(isinstance(opts[k], bool), f"{k} must be true or false, got {opts[k]!r}")
+    for k in ("pretrained", "cache"):
+        check(isinstance(opts[k], str) and opts[k] != "", f"{k} must be a non-empty name, got {opts[k]!r}")
+    check(opts["dtype"] in DTYPES, f"dtype must be one of {sorted(DTYPES)}, got {opts['dtype']!r}")
+    check(opts["max_batch_size"] is None or is_int(opts["max_batch_size"]),
+          f"max_batch_size must be an integer or none, got {opts['max_batch_size']!r}")
+    if opts["device"] is not None:
+        try:
+            torch.device(str(opts["device"]))
+        except (RuntimeError, ValueError) as e:
+            raise DllmError(f"device must be cpu, cuda or cuda:<n> (a torch device), got {opts['device']!r}") from e
+    if opts["stats_file"] is not None:
+        path = Path(str(opts["stats_file"]))
+        check(isinstance(opts["stats_file"], str) and not path.is_dir() and
+              not any(p.exists() and not p.is_dir() for p in path.parents),
+              f"stats_file must be a file path whose folders are folders, got {opts['stats_file']!r}")
+
+
 def sampler_knobs(name: str) -> list[str]:
-    check(name in SAMPLERS, f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}")
+    check(isinstance(name, str) and name in SAMPLERS, f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}")
     return [p for p in inspect.signature(SAMPLERS[name].__init__).parameters if p not in ("self", "args", "kwargs")]
 
 
@@ -121,19 +160,17 @@ class DllmLM(LM):
                 raise DllmError(f"unknown model_args parameter {k!r}: sampler {sampler!r} takes {knobs}, "
                                 f"the adapter takes {sorted(OPTIONS)}")
         self.opts, self.sampler_name, self.knobs = opts, sampler, knobs
-        positive = ("gen_length", "batch_size", "mc_num", "mc_batch_size") + (("block_length",) if opts["block_length"] else ())
-        for k in positive:
-            check(isinstance(opts[k], int) and opts[k] > 0, f"{k} must be a positive integer, got {opts[k]!r}")
-        check(isinstance(opts["seed"], int), f"seed must be an integer, got {opts['seed']!r}")
-        check(isinstance(opts["ll_canvas"], int) and opts["ll_canvas"] >= 0,
-              f"ll_canvas must be an integer >= 0, got {opts['ll_canvas']!r}")
-        check(opts["greedy"] in ("argmax", "decode"), f"greedy must be 'argmax' or 'decode', got {opts['greedy']!r}")
+        check_options(opts)
+        check_types(SAMPLERS[sampler], self.sampler_kwargs)
         self.cache = opts["cache"] or "none"
         device = str(opts["device"] or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.startswith("cuda") and not torch.cuda.is_available():  # lm_eval's CLI defaults to cuda:0
             warnings.warn(f"device {device!r} requested but CUDA is not available; using cpu", stacklevel=2)
             device = "cpu"
-        self.model = dllm.load(str(opts["pretrained"]), dtype=opts["dtype"], device=device)
+        try:
+            self.model = dllm.load(str(opts["pretrained"]), dtype=opts["dtype"], device=device)
+        except DllmError as e:
+            raise DllmError(f"pretrained={opts['pretrained']!r}: {e}") from e
         self._device = self.model.device
         if not opts["block_length"]:
             m = self.model
@@ -144,7 +181,13 @@ class DllmLM(LM):
         self.stats: list[dict] = []
         self._samplers: dict[tuple, object] = {}
         self._warned: set[str] = set()
-        self.sampler = self._sampler({})  # a bad knob value fails here too
+        try:
+            self.sampler = self._sampler({})  # a bad knob value fails here too
+        except DllmError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise DllmError(f"sampler {sampler!r} refuses its knobs {self.sampler_kwargs}: "
+                            f"{str(e).splitlines()[0]}") from e
 
     # ---- helpers -------------------------------------------------------------------------
     def _sampler(self, overrides: dict):
