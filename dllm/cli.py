@@ -59,6 +59,23 @@ def check_sweep_values(args: list[str]) -> str | None:
     return None
 
 
+def check_composes(cmd: str, args: list[str]) -> str | None:
+    """Compose the command's config with the overrides first, so an unknown key or a malformed
+    override is one line (Hydra would print a multi-line report and exit 1)."""
+    if not (conf_dir() / f"{cmd}.yaml").exists() or any(a.startswith("-") for a in args):
+        return None  # --multirun, --config-name, --help ...: Hydra's own handling
+    from hydra import compose, initialize_config_module
+
+    try:
+        with initialize_config_module("dllm.conf", version_base=None):
+            compose(cmd, overrides=args)
+    except Exception as e:  # noqa: BLE001  any composition error becomes its first lines, joined
+        first = str(e).strip().splitlines()[:1]
+        cause = [line for line in str(e.__cause__ or "").strip().splitlines()[:1] if line not in first]
+        return " ".join(first + cause) or type(e).__name__
+    return None
+
+
 def quote_text_overrides(args: list[str]) -> list[str]:
     """``prompt=<free text>`` reaches Hydra as a quoted string, so brackets, commas and quotes in
     a prompt (``reverse: ["Ann Lee", "Bob Stone"]``) are text, not override grammar."""
@@ -91,7 +108,12 @@ def main() -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [f"dllm {cmd}"] + quote_text_overrides(args[1:])
+    overrides = quote_text_overrides(args[1:])
+    problem = check_composes(cmd, overrides)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [f"dllm {cmd}"] + overrides
     importlib.import_module(COMMANDS[cmd][0]).main()
 
 

@@ -22,17 +22,37 @@ from dllm.samplers.base import Sampler
 
 def encode_prompts(tokenizer, prompts: list[str], chat_template: bool | None = None) -> list[list[int]]:
     """Text -> ids; the tokenizer's chat template wraps each prompt as a user turn when it has one
-    (``chat_template=None``) or when asked (True)."""
+    (``chat_template=None``) or when asked (True).
+
+    Special-token text inside a prompt (``<|endoftext|>``, the mask token, ...) is tokenized as
+    plain text (``split_special_tokens``), never as the special token itself: a prompt cannot end
+    its own turn or plant a mask. A tokenizer whose plain-text pieces still hold a special id (a
+    word-level vocabulary) refuses such a prompt. Prompts without such text are tokenized as before."""
     check(isinstance(prompts, (list, tuple)) and len(prompts) > 0, "prompts must be a non-empty list of strings")
     use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat_template is None else chat_template
+    specials = {str(t) for t in getattr(tokenizer, "all_special_tokens", [])}
+    specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if getattr(t, "special", False)}
     out = []
     for i, p in enumerate(prompts):
         check(isinstance(p, str) and p.strip() != "", f"prompt {i} is empty: every prompt needs text")
-        if use_chat:
+        found = sorted(t for t in specials if t and t in p)
+        if found:  # the prompt's own text, split: it must hold no special id
+            text_ids = list(tokenizer(p, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+            planted = {tokenizer.convert_tokens_to_ids(t) for t in found} - {getattr(tokenizer, "unk_token_id", None)}
+            check(not set(text_ids) & planted,
+                  f"prompt {i} holds special-token text {found[0]!r} that this tokenizer cannot read as plain text")
+        if use_chat and not found:
             ids = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        elif use_chat:  # the template's own special tokens stay special, the user's text is split
+            slot = "\ue000dllm-prompt\ue000"
+            text = tokenizer.apply_chat_template([{"role": "user", "content": slot}], add_generation_prompt=True,
+                                                 tokenize=False)
+            head, _, tail = text.partition(slot)
+            ids = (tokenizer(head, add_special_tokens=False)["input_ids"] + text_ids
+                   + tokenizer(tail, add_special_tokens=False)["input_ids"])
         else:
-            ids = tokenizer(p)["input_ids"]
+            ids = tokenizer(p, split_special_tokens=bool(found))["input_ids"]
         out.append(list(ids))
     return out
 

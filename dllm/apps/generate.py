@@ -20,9 +20,16 @@ def read_prompts(cfg: DictConfig) -> list[str]:
     if cfg.prompt is not None:
         return [str(cfg.prompt)]
     path = Path(cfg.prompts_file)
-    check(path.exists(), f"prompts_file {path} does not exist")
+    check(path.is_file(), f"prompts_file {path} " + ("is a folder, not a JSONL file" if path.is_dir() else "does not exist"))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise DllmError(f"prompts_file {path} line {line} is not UTF-8 text (a binary file?)") from e
+    except OSError as e:
+        raise DllmError(f"prompts_file {path} cannot be read ({e.strerror})") from e
     prompts = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -43,11 +50,11 @@ def read_prompts(cfg: DictConfig) -> list[str]:
 def run(cfg: DictConfig) -> None:
     check(cfg.batch_size > 0, f"batch_size must be a positive integer, got {cfg.batch_size}")
     prompts = read_prompts(cfg)
+    out = Path(cfg.output) if cfg.output else None
+    check(out is None or (out.parent.is_dir() and not out.is_dir() and os.access(out.parent, os.W_OK)),
+          f"output {cfg.output} cannot be written: its folder must exist and be writable, and it must not be a folder")
     model = build(cfg.model)
     sampler = build(cfg.sampler)
-    out = Path(cfg.output) if cfg.output else None
-    check(out is None or (out.parent.is_dir() and not out.is_dir()),
-          f"output {cfg.output} cannot be written: its folder must exist and it must not be a folder")
     rows = []  # written whole at the end (temp file + rename): a failure leaves no partial file
     chunks = range(0, len(prompts), cfg.batch_size)
     for i in tqdm(chunks, desc="generate", disable=len(chunks) < 2):

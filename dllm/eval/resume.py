@@ -85,7 +85,8 @@ def check_settings(out: Path, settings: dict) -> None:
         raise DllmError(f"output {out}: its settings file {path} is unreadable; choose another output= or delete "
                         "both") from e
     a, b = flatten(old), flatten(_plain(settings))
-    differ = sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
+    differ = sorted((k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>")),
+                    key=lambda k: (k not in a or k not in b, k))  # changed values first, then added or dropped keys
     if differ:
         shown = ", ".join(f"{k} ({a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r})" for k in differ[:6])
         more = f" and {len(differ) - 6} more" if len(differ) > 6 else ""

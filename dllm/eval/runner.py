@@ -129,10 +129,12 @@ def _evaluate(model, sampler, tasks, n_items, gen, batch_size, out_path, progres
             if (name, i) not in done:
                 todo.append((i, it))
     todo = todo[rank::world]
-    bar = tqdm(total=len(todo), desc="eval", disable=not progress or not todo or not state.is_main_process)
+    bar = None  # shown from the first decoded batch on: a bad setting fails before, in one line
     for s in range(0, len(todo), batch_size):
         chunk = todo[s:s + batch_size]
         rows, _ = run_batch(model, sampler, [it for _, it in chunk], gen)
+        if bar is None:
+            bar = tqdm(total=len(todo), desc="eval", disable=not progress or not state.is_main_process)
         if part and not started:  # nothing is written before a first batch has decoded
             if rank == 0:
                 write_settings(out_path, settings)
@@ -146,7 +148,8 @@ def _evaluate(model, sampler, tasks, n_items, gen, batch_size, out_path, progres
                 with part.open("a") as f:
                     f.write(json.dumps(row) + "\n")
         bar.update(len(chunk))
-    bar.close()
+    if bar is not None:
+        bar.close()
     if world > 1:  # every process ends with every row
         for row in gather_object(list(done.values())):
             done[item_key(row)] = row
