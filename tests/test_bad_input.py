@@ -81,6 +81,8 @@ CLI_CASES = [  # (args, words the one line must hold)
     (["eval", "tasks=[nope]"], ["task must be one of", "'nope'"]),
     (["eval", "sampler=threshold", "sampler.threshold=abc"], ["sampler.threshold", "number"]),
     (["eval", "cache=nope"], ["cache", "nope"]),
+    (["eval", "tasks=[waiting_line/reverse]", "n_items=1", "output=folder"], ["output", "is a folder"]),
+    (["eval", "tasks=[waiting_line/reverse]", "n_items=1", "output=wrong_key.jsonl/items.jsonl"], ["output"]),
     (["eval", "--multirun", "sampler=llada,threshold", "model.name_or_path=a/../../out"], ["'..'", "sweep_dir"]),
     (["eval", "-m", "sampler.threshold=0.9,../../x", "sampler=threshold"], ["'..'", "sampler.threshold"]),
     (["bench", "n_items=abc"], ["n_items", "integer"]),

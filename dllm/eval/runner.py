@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dllm.errors import DllmError, check
 from dllm.eval.resume import check_settings, output_lock, run_settings, write_settings
 from dllm.eval.tasks import Item, get_task
 from dllm.generate import generate
@@ -102,11 +103,18 @@ def evaluate(model, sampler, tasks: list[str], n_items: int, gen: dict, batch_si
     settings = run_settings(model, sampler, tasks, gen, settings)
     part = out_path.with_name(f"{out_path.name}.rank{rank}") if world > 1 else out_path
     made = [p for p in reversed(out_path.parents) if not p.exists()]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DllmError(f"output {out_path} cannot be written: its folder cannot be made ({e.strerror})") from e
+    try:
+        check(not out_path.is_dir(), f"output {out_path} is a folder: give a file path such as {out_path}/items.jsonl")
         with output_lock(out_path if rank == 0 else part):
             check_settings(out_path, settings)
-            return _evaluate(model, sampler, tasks, n_items, gen, batch_size, out_path, progress, settings, state)
+            try:
+                return _evaluate(model, sampler, tasks, n_items, gen, batch_size, out_path, progress, settings, state)
+            except OSError as e:  # read-only, full disk, ...
+                raise DllmError(f"output {out_path} cannot be written ({e.strerror or e})") from e
     except BaseException:
         for p in reversed(made):  # folders this call made and nothing filled
             with contextlib.suppress(OSError):
