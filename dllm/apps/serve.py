@@ -21,6 +21,7 @@ def run(cfg: DictConfig) -> None:
     check(cfg.max_batch > 0, f"max_batch must be a positive integer, got {cfg.max_batch}")
     check(cfg.max_queue > 0, f"max_queue must be a positive integer, got {cfg.max_queue}")
     check(cfg.max_tokens_limit > 0, f"max_tokens_limit must be a positive integer, got {cfg.max_tokens_limit}")
+    check(cfg.batching in ("continuous", "static"), f"batching must be continuous or static, got {cfg.batching!r}")
     check(0 < cfg.port < 65536, f"port must be in [1, 65535], got {cfg.port}")
     name = cfg.served_name or str(cfg.model.get("name_or_path", "dllm"))
 

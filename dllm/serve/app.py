@@ -152,7 +152,7 @@ def create_app(cfg, load_model) -> FastAPI:
             state.sampler_name = next(k for k, v in SAMPLERS.items() if isinstance(sampler, v))
             state.sampler_knobs = {k: v for k, v in vars(sampler).items() if not k.startswith("_")}
             state.name, state.model = name, model
-            state.scheduler = Scheduler(model, cfg.max_batch, cfg.max_queue, state.metrics)
+            state.scheduler = Scheduler(model, cfg.max_batch, cfg.max_queue, state.metrics, cfg.get("batching", "continuous"))
         except Exception as e:  # noqa: BLE001 — reported by /health
             state.error = f"{type(e).__name__}: {e}"
 

@@ -50,8 +50,11 @@ def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
 
 
 class Scheduler:
-    def __init__(self, model, max_batch: int, max_queue: int, metrics=None):
+    def __init__(self, model, max_batch: int, max_queue: int, metrics=None, batching: str = "continuous"):
+        """``batching``: "continuous" (requests join at the next step) or "static" (a baseline: take up
+        to max_batch waiting requests, run them to completion, then take the next batch)."""
         self.model, self.max_batch, self.max_queue, self.metrics = model, max_batch, max_queue, metrics
+        self.static = batching == "static"
         self.engine = Engine(model, isolate_errors=True)
         self.waiting: deque[Job] = deque()
         self.cond = threading.Condition()
@@ -71,7 +74,8 @@ class Scheduler:
             while not self.waiting and not self.engine.live:
                 self.cond.wait()
             joining = []
-            while self.waiting and self.engine.live + len(joining) < self.max_batch:
+            room = 0 if (self.static and self.engine.live) else self.max_batch - self.engine.live
+            while self.waiting and len(joining) < room:
                 joining.append(self.waiting.popleft())
         for job in joining:
             if job.cancelled.is_set():
