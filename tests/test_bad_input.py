@@ -142,7 +142,7 @@ def test_real_process_exit_codes(tmp_path):
     sweep = tmp_path / "sweep"
     cases = [["eval", "--multirun", "model.name_or_path=x/../../../escape", f"sweep_dir={sweep}"],
              ["sweep_report", str(tmp_path / "typo")],
-             ["generate", "prompt=hi", "n_items=1", "gen_length=abc"]]
+             ["generate", "prompt=hi", "gen_length=abc"]]
     code = "import sys, runpy\nfor args in %r:\n" \
            "    sys.argv = ['dllm', *args]\n" \
            "    try:\n        runpy.run_module('dllm.cli', run_name='__main__')\n" \
@@ -156,7 +156,6 @@ def test_real_process_exit_codes(tmp_path):
     assert one.returncode == 2 and one.stderr.strip().count("\n") == 0 and "n_items" in one.stderr
 
 
-# ---- Python API -----------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +241,6 @@ def test_special_token_text_is_plain_text(tiny, tmp_path):
     one_line(e, "prompt 0", "<|endoftext|>", "plain text")
 
 
-# ---- lm-eval adapter --------------------------------------------------------------------------------
 
 ADAPTER_CASES = [  # (model_args, words)
     (dict(steps="abc"), ["steps"]),
