@@ -14,6 +14,7 @@ COMMANDS = {
     "bench": ("dllm.apps.bench", "samplers side by side with the baseline and the oracle; table + Pareto PNG"),
     "sweep_report": ("dllm.apps.sweep_report", "gather a `dllm eval --multirun` sweep: CSV, table, Pareto PNGs"),
     "serve": ("dllm.apps.serve", "an OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"),
+    "serve_ray": ("dllm.apps.serve_ray", "dllm serve on N Ray Serve replicas (the serve-ray extra)"),
     "bench_serve": ("dllm.apps.bench_serve", "dllm serve under load vs one request at a time; table in bench/serve"),
     "bench_cache": ("dllm.apps.bench_cache", "KV caches x samplers at several generation lengths; table + plot"),
 }
