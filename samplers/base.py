@@ -56,7 +56,13 @@ class Decision:
 
 
 class Sampler(ABC):
-    """An unmasking policy. Knobs in the constructor; model constants arrive in the state."""
+    """An unmasking policy. Knobs in the constructor; model constants arrive in the state.
+
+    ``may_commit_nothing``: the engine requires >= 1 commit per row and step unless a sampler sets
+    this (a reference schedule that commits zero tokens on some steps; such a step still counts as
+    a forward, and the schedule's last step of a window must commit the rest)."""
+
+    may_commit_nothing = False
 
     @abstractmethod
     def step(self, state: StepState) -> Decision: ...

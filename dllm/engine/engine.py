@@ -150,7 +150,7 @@ class Engine:
                           else None, verify=self.verifier(rows, width))
         d = s.sampler.step(state)
         commit = d.commit & masked
-        if not commit.any(-1).all():
+        if not getattr(s.sampler, "may_commit_nothing", False) and not commit.any(-1).all():
             raise RuntimeError(f"{type(s.sampler).__name__} committed no token for a row that had masks")
         self.board.x[slots[:, None], cols] = torch.where(commit, d.tokens, tokens)
         self.recorder.commit(self.board, rows, slots, cols, commit, d.confidence)
@@ -196,6 +196,7 @@ class Engine:
                 left.append(r)
             elif not clean:
                 r.block_step += 1
-                if r.block_step > r.window:  # every step commits >= 1: a window never needs more
-                    raise RuntimeError(f"window [{r.a}, {r.b}) did not finish in {r.window} forwards")
+                limit = max(r.window, r.settings.per_block)  # >= 1 per step, or a schedule's last step
+                if r.block_step > limit:
+                    raise RuntimeError(f"window [{r.a}, {r.b}) did not finish in {limit} forwards")
         return left
