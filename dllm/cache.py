@@ -20,6 +20,13 @@ sub_block  block-causal        decode windows are sub-blocks of the model block:
                                model block's K/V); later ones feed the sub-block only
 =========  ==================  ===========================================================
 
+Multi-block decoding (``multi_block`` < 1): the window [a, b) is the row's span — the active block
+plus, once it is committed past the knob, the next one. Every plan reads the span as its window:
+the refresh (prefix, dual, sub_block) still happens once, on the active block's first forward; the
+joined block is fed fresh on every forward of the span (as the window always is) and its slots are
+rewritten each time; ``block`` still writes completed model blocks once, from their final tokens,
+so it stays exact. When the active block is clean the next one becomes active (a new refresh).
+
 Storage (:class:`KVStore`) is preallocated per layer, one store row per decoding row (two with
 CFG), ``slot = absolute position = canvas column``, K after RoPE. Store rows are handed out by the
 engine as requests arrive and taken back when they leave; rows that finish simply stop being fed.

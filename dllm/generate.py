@@ -77,7 +77,8 @@ def prompt_ids_of(model, prompts, chat_template: bool | None) -> list[list[int]]
 def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, gen_length: int = 64,
              block_length: int | None = None, steps: int | None = None, cfg_scale: float = 0.0, stop_at_eos: bool = True,
              chat_template: bool | None = None, seed: int | None = None, trace: bool = False,
-             reference: list[torch.Tensor] | None = None, cache: str | CachePolicy = "none") -> GenerationResult:
+             reference: list[torch.Tensor] | None = None, cache: str | CachePolicy = "none",
+             multi_block: float = 1.0) -> GenerationResult:
     """Decode ``prompts`` (text, or token-id lists) with ``sampler``.
 
     steps: schedule budget over the whole generation (None = gen_length, one token per forward for
@@ -90,11 +91,13 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     analysis samplers (the oracle); decoding itself never reads it.
     cache: a policy name (none, prefix, dual for bidirectional models; block, sub_block for
     block-causal ones) or a :class:`dllm.cache.CachePolicy`; it decides what each forward feeds.
+    multi_block: in (0, 1]; once a row's active block is committed past this fraction, the next
+    block joins the window (two blocks decoded in one forward). 1 = block by block.
     """
     check(isinstance(sampler, Sampler), f"sampler must be a dllm Sampler, got {type(sampler).__name__}")
     prompt_ids = prompt_ids_of(model, prompts, chat_template)
     s = settings(model, sampler, gen_length=gen_length, block_length=block_length, steps=steps, cfg_scale=cfg_scale,
-                 cache=cache, stop_at_eos=stop_at_eos)
+                 cache=cache, stop_at_eos=stop_at_eos, multi_block=multi_block)
     check_prompts(model, prompt_ids, gen_length)
     if reference is not None:
         check(len(reference) == len(prompt_ids),

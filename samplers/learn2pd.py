@@ -67,6 +67,8 @@ class Learn2PDSampler(Sampler):
     stats (``truncations``).
     """
 
+    fixed_window = True  # the filter reads exactly block_length scores: no multi-block windows
+
     def __init__(self, filter: str = "dllm-tiny", threshold: float = 0.96, eotp: bool = True,
                  eot_most_confident: bool = False):
         ops.check_unit_interval("threshold", threshold)

@@ -103,3 +103,56 @@ def test_a_failing_sampler_retires_only_its_rows():
                                                       block_length=8, stop_at_eos=False).ids[0])
     with pytest.raises(ValueError, match="broken sampler"):  # generate() raises
         dllm.generate(model, PROMPTS[:1], Broken(), gen_length=16, block_length=8)
+
+
+@pytest.mark.parametrize("family", ["llada", "fast_dllm_v2"])
+def test_multi_block_every_sampler_every_cache_batch_equals_single(family):
+    """Multi-block decoding (the next window joins once the active one is half committed): every
+    sampler with every cache, batched ≡ single; the exact block cache ≡ no cache."""
+    from dllm.samplers import SAMPLERS
+
+    model = model_for(family)
+    caches = ["none", "prefix", "dual"] if family == "llada" else ["none", "block"]
+    for name in sorted(set(SAMPLERS) - {"learn2pd"}):
+        by_cache = {}
+        for cache in caches:
+            kw = dict(gen_length=32, block_length=8, cache=cache, multi_block=0.5, stop_at_eos=False, trace=True)
+            batch = dllm.generate(model, PROMPTS, SAMPLERS[name](), **kw)
+            for i, p in enumerate(PROMPTS):
+                alone = dllm.generate(model, [p], SAMPLERS[name](), **kw)
+                assert torch.equal(alone.ids[0], batch.ids[i]), (family, name, cache, i)
+            by_cache[cache] = batch
+        if family == "fast_dllm_v2":
+            assert [t.tolist() for t in by_cache["block"].ids] == [t.tolist() for t in by_cache["none"].ids], name
+
+
+def test_multi_block_one_is_block_by_block_and_below_one_overlaps_blocks():
+    model = model_for("llada")
+    s = LLaDASampler()
+    plain = dllm.generate(model, PROMPTS, s, gen_length=32, block_length=8, stop_at_eos=False, trace=True)
+    one = dllm.generate(model, PROMPTS, s, gen_length=32, block_length=8, stop_at_eos=False, trace=True,
+                        multi_block=1.0)
+    assert all(torch.equal(a, b) for a, b in zip(plain.ids, one.ids))
+    for t in plain.trace:  # block by block: every position of block k before any of block k+1
+        steps = t.step.view(4, 8)
+        assert (steps[:-1].max(1).values < steps[1:].min(1).values).all()
+    half = dllm.generate(model, PROMPTS, ThresholdSampler(0.6), gen_length=32, block_length=8, stop_at_eos=False,
+                         trace=True, multi_block=0.25)
+    overlaps = sum(bool((t.step.view(4, 8)[:-1].max(1).values > t.step.view(4, 8)[1:].min(1).values).any())
+                   for t in half.trace)
+    assert overlaps > 0  # a later block committed positions while the earlier one still had MASK
+
+
+@pytest.mark.parametrize("value", [0, 1.5, -0.1, "half"])
+def test_multi_block_knob_is_checked(value):
+    with pytest.raises(dllm.DllmError, match=r"multi_block must be in \(0, 1\]"):
+        dllm.generate(model_for("llada"), PROMPTS[:1], LLaDASampler(), gen_length=16, block_length=8, multi_block=value)
+
+
+def test_multi_block_refuses_a_fixed_window_sampler(tmp_path):
+    from dllm.samplers import Learn2PDFilter, Learn2PDSampler
+
+    folder = Learn2PDFilter(block_length=8).save(tmp_path / "f")
+    with pytest.raises(dllm.DllmError, match="multi_block < 1 widens the window"):
+        dllm.generate(model_for("llada"), PROMPTS[:1], Learn2PDSampler(filter=str(folder)), gen_length=16,
+                      block_length=8, multi_block=0.5)

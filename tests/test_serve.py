@@ -99,7 +99,8 @@ def test_concurrent_requests_equal_each_served_alone(client):
     variants = [{}, {"sampler": "threshold", "sampler_args": {"threshold": 0.7}}, {"cache": "dual"},
                 {"sampler": "factor"}, {"sampler": "llada", "temperature": 0.8, "seed": 11},
                 {"cache": "prefix", "block_length": 16, "sampler": "threshold"},
-                {"sampler": "threshold", "temperature": 1.0, "seed": 5, "cache": "dual"}, {"block_length": 8}]
+                {"sampler": "threshold", "temperature": 1.0, "seed": 5, "cache": "dual"}, {"block_length": 8},
+                {"sampler": "threshold", "multi_block": 0.5, "block_length": 16, "cache": "dual"}]
     jobs = [(PROMPTS[i % 4], variants[(i // 4) % len(variants)], 32 if i % 3 else 64) for i in range(40)]
     alone = {(p, str(v), m): complete(client, p, max_tokens=m, extra_body=v).choices[0].text for p, v, m in jobs}
     with ThreadPoolExecutor(40) as pool:
@@ -124,6 +125,7 @@ def test_cancelled_stream_frees_its_row(server, client):
     ({"prompt": "x", "max_tokens": 10_000}, 400, "max_tokens"),
     ({"prompt": ""}, 400, "prompt"),
     ({"prompt": "x", "cache": "block"}, 400, "cache"),
+    ({"prompt": "x", "multi_block": 0}, 400, "multi_block"),
     ({"prompt": "x", "model": "gpt-4"}, 404, "model"),
     ({"prompt": "x", "bogus": 1}, 400, "bogus"),
 ])

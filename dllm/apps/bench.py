@@ -23,9 +23,9 @@ def run(cfg: DictConfig) -> None:
     entries, models = {}, {}
     for name, e in cfg.samplers.items():
         overrides = {k: v for k, v in e.items() if k not in ("sampler", "model")}
-        bad = set(overrides) - {"steps", "stop_at_eos", "block_length", "cfg_scale", "cache"}
+        bad = set(overrides) - {"steps", "stop_at_eos", "block_length", "cfg_scale", "cache", "multi_block"}
         check(not bad, f"bench entry {name!r}: keys must be sampler, model, steps, stop_at_eos, block_length, cfg_scale, "
-                       f"cache; got {sorted(bad)}")
+                       f"cache, multi_block; got {sorted(bad)}")
         entries[name] = {"sampler": build(e.sampler), **overrides}
         if e.get("model") is not None:  # its own model (built once per distinct config)
             key = OmegaConf.to_yaml(e.model, resolve=True)

@@ -17,7 +17,7 @@ KINDS: dict[str, tuple[type, bool]] = {  # key -> (kind, null allowed)
     "gen_length": (int, False), "block_length": (int, True), "steps": (int, True), "n_items": (int, False),
     "batch_size": (int, False), "seed": (int, True), "cfg_scale": (float, False), "stop_at_eos": (bool, False),
     "requests": (int, False), "max_batch": (int, False), "max_queue": (int, False), "max_tokens": (int, False),
-    "port": (int, False),
+    "port": (int, False), "multi_block": (float, False), "replicas": (int, False),
 }
 
 

@@ -28,7 +28,8 @@ def task_list(tasks) -> list[str]:
 
 def gen_kwargs(cfg: DictConfig) -> dict:
     return dict(gen_length=cfg.gen_length, block_length=cfg.block_length, steps=cfg.steps, cfg_scale=cfg.cfg_scale,
-                stop_at_eos=cfg.stop_at_eos, cache=cfg.get("cache", "none"), seed=cfg.get("seed"))
+                stop_at_eos=cfg.stop_at_eos, cache=cfg.get("cache", "none"), seed=cfg.get("seed"),
+                multi_block=cfg.get("multi_block", 1.0))
 
 
 @one_line_errors

@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> None:
         res = generate(model, batch, sampler, gen_length=cfg.gen_length, block_length=cfg.block_length,
                        steps=cfg.steps, cfg_scale=cfg.cfg_scale, stop_at_eos=cfg.stop_at_eos,
                        chat_template=cfg.chat_template, seed=cfg.seed, trace=bool(cfg.trace),
-                       cache=cfg.get("cache", "none"))
+                       cache=cfg.get("cache", "none"), multi_block=cfg.get("multi_block", 1.0))
         for j, (prompt, text, st) in enumerate(zip(batch, res.text, res.stats)):
             print(f">>> {prompt}\n{text}")
             if isinstance(cfg.trace, str):  # trace=out.png / out.html: one picture per prompt

@@ -64,9 +64,9 @@ class Engine:
     def admit(self, row: Row) -> Row:
         row.slot = self.board.place(row)
         self.forward.attach(row)
-        row.k = -1
+        row.k, row.span = 0, 1
         self.rows.append(row)
-        if self.next_window(row):
+        if self.advance(row)[0]:
             self.leave(row)
         return row
 
@@ -83,20 +83,37 @@ class Engine:
         self.forward.detach(row)
         self.rows.remove(row)
 
-    def next_window(self, row: Row) -> bool:
-        """Move ``row`` to its next window that still has MASK; True when none is left."""
-        while row.k + 1 < len(row.windows):
-            row.k += 1
-            masked = int(self.board.masked(*self.board.windows([row], row.window)).sum())
-            if masked:
-                row.block_step, row.block_masked, row.pending = 0, masked, None
-                return False
-        return True
+    def counts(self, row: Row, k: int) -> tuple[int, int]:
+        """(MASK, answer positions) inside the row's window k."""
+        a, b = row.windows[k]
+        gen = self.board.gen[row.slot, a:b]
+        return int(((self.board.x[row.slot, a:b] == self.board.mask_id) & gen).sum()), int(gen.sum())
+
+    def advance(self, row: Row) -> tuple[bool, bool]:
+        """Bring the row's span up to date: drop clean windows at its front (the next one becomes
+        active: a new block for the schedule), then let the following window join once the active
+        one is committed past ``multi_block`` (multi-block decoding; 1 = never: block by block).
+        -> (no window left, a new block started)."""
+        new = False
+        while row.k < len(row.windows) and not self.counts(row, row.k)[0]:
+            row.k, row.span, new = row.k + 1, max(1, row.span - 1), True
+        if row.k == len(row.windows):
+            return True, new
+        if new:
+            row.block_step, row.pending = 0, None
+            row.block_masked = sum(self.counts(row, k)[0] for k in range(row.k, row.k + row.span))
+        tau = row.settings.multi_block
+        if row.span == 1 and tau < 1 and row.k + 1 < len(row.windows):
+            masked, gen = self.counts(row, row.k)
+            if 1 - masked / gen >= tau:  # the next window joins: the span is two windows wide
+                row.span, row.pending = 2, None
+                row.block_masked += self.counts(row, row.k + 1)[0]
+        return False, new
 
     @staticmethod
     def group_key(row: Row) -> tuple:
         s = row.settings
-        return (s.cache.cached, id(s.sampler), s.block_length, row.block_step, s.per_block)
+        return (s.cache.cached, id(s.sampler), row.window, row.block_step, s.per_block)
 
     def step(self) -> list[Row]:
         """One decode step of every live row; returns the rows that left."""
@@ -136,7 +153,7 @@ class Engine:
     def decide(self, rows: list[Row], logits: dict) -> None:
         """The sampler's step for one group of rows, committed on the board."""
         s = rows[0].settings
-        width = s.block_length
+        width = rows[0].window
         slots, cols = self.board.windows(rows, width)
         tokens = self.board.x[slots[:, None], cols]
         masked = self.board.masked(slots, cols)
@@ -190,13 +207,13 @@ class Engine:
                 r.finished = r.finished or d
         left = []
         for r in rows:
-            clean = r.finished or not bool(self.board.masked(*self.board.windows([r], r.window)).any())
-            if clean and (r.finished or self.next_window(r)):
+            done, new = (True, False) if r.finished else self.advance(r)
+            if done:
                 self.leave(r)
                 left.append(r)
-            elif not clean:
+            elif not new:
                 r.block_step += 1
-                limit = max(r.window, r.settings.per_block)  # >= 1 per step, or a schedule's last step
+                limit = 2 * r.settings.block_length + r.settings.per_block  # >= 1 commit per step in the span
                 if r.block_step > limit:
                     raise RuntimeError(f"window [{r.a}, {r.b}) did not finish in {limit} forwards")
         return left

@@ -69,7 +69,7 @@ class Forwarder:
         dev = self.board.device
         width = max(r.window for r in rows)
         slots, cols = self.board.windows(rows, width)
-        last = torch.tensor([r.a + r.window - 1 for r in rows], device=dev)[:, None]
+        last = torch.tensor([r.b - 1 for r in rows], device=dev)[:, None]
         cols = torch.minimum(cols, last)  # a narrower window repeats its last column (never read)
         cfg = [i for i, r in enumerate(rows) if r.settings.cfg_scale]
         if rows[0].settings.cache.cached:

@@ -28,7 +28,7 @@ def decode_window(model, block_length: int | None) -> int:
 
 def settings(model, sampler: Sampler, *, gen_length: int, block_length: int | None = None, steps: int | None = None,
              cfg_scale: float = 0.0, cache: str | CachePolicy = "none", stop_at_eos: bool = True,
-             stacklevel: int = 3) -> Settings:
+             multi_block: float = 1.0, stacklevel: int = 3) -> Settings:
     """Check one request's decode settings against the model."""
     check(isinstance(sampler, Sampler), f"sampler must be a dllm Sampler, got {type(sampler).__name__}")
     for name, v in (("gen_length", gen_length), ("block_length", block_length), ("steps", steps)):
@@ -45,12 +45,17 @@ def settings(model, sampler: Sampler, *, gen_length: int, block_length: int | No
     check(steps > 0 and steps % blocks == 0,
           f"steps ({steps}) must be a positive multiple of the number of blocks gen_length/block_length = {blocks}")
     check(isinstance(cfg_scale, (int, float)) and cfg_scale >= 0, f"cfg_scale must be >= 0, got {cfg_scale}")
+    check(isinstance(multi_block, (int, float)) and not isinstance(multi_block, bool) and 0 < multi_block <= 1,
+          f"multi_block must be in (0, 1] (1 = block by block), got {multi_block!r}")
+    check(multi_block == 1 or not getattr(sampler, "fixed_window", False),
+          f"multi_block < 1 widens the window to two blocks, but {type(sampler).__name__} reads exactly "
+          f"block_length positions: use multi_block=1")
     policy = make_cache(cache, model, block_length)
     if model.attention_kind == "block_causal" and model.block_size % block_length:
         warnings.warn(f"block_length {block_length} does not divide the block size the model was trained with "
                       f"({model.block_size}); accuracy usually drops", stacklevel=stacklevel)
     return Settings(sampler=sampler, gen_length=gen_length, block_length=block_length, per_block=steps // blocks,
-                    cache=policy, cfg_scale=float(cfg_scale), stop_at_eos=stop_at_eos)
+                    cache=policy, cfg_scale=float(cfg_scale), stop_at_eos=stop_at_eos, multi_block=float(multi_block))
 
 
 def check_prompts(model, prompt_ids: list[list[int]], gen_length: int) -> None:

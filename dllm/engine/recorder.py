@@ -111,7 +111,7 @@ class Recorder:
         trace = None
         if self.trace:
             trace = Trace(step=step, confidence=board.conf_at[row.slot][g].cpu(), tokens=ids,
-                          block_length=row.window, offset=row.gen_start - row.windows[0][0])
+                          block_length=row.settings.block_length, offset=row.gen_start - row.windows[0][0])
         row.result = (ids, trace)
 
 

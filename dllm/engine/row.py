@@ -34,6 +34,7 @@ class Settings:
     cache: CachePolicy
     cfg_scale: float = 0.0
     stop_at_eos: bool = True
+    multi_block: float = 1.0  # the next window joins once the active one is committed past this fraction
 
 
 def layout(prompt_len: int, gen_length: int, window: int, attention_kind: str,
@@ -68,7 +69,8 @@ class Row:
     stats: SequenceStats = field(default_factory=SequenceStats)
     slot: int = -1  # board row
     kv: tuple[int, ...] = ()  # KV store rows (two with CFG: conditional, unconditional)
-    k: int = 0  # current window
+    k: int = 0  # active window
+    span: int = 1  # windows decoded together: 2 once the next one joined (multi-block decoding)
     block_step: int = 0  # forwards spent on the current window
     block_masked: int = 0  # masked positions when the window started
     refreshed: int = -1  # window start the cache last refreshed (prefix, dual, sub_block)
@@ -85,7 +87,8 @@ class Row:
 
     @property
     def b(self) -> int:
-        return self.windows[self.k][1]
+        """End of the decoded span: the active window, plus the next one once it joined."""
+        return self.windows[self.k + self.span - 1][1]
 
     @property
     def gen_start(self) -> int:
@@ -98,4 +101,5 @@ class Row:
 
     @property
     def window(self) -> int:
-        return self.settings.block_length
+        """Width of what the sampler sees now (the span)."""
+        return self.b - self.a

@@ -25,7 +25,7 @@ from dllm.samplers import SAMPLERS
 from dllm.serve.scheduler import Job, QueueFull, Scheduler
 
 KNOWN = {"model", "prompt", "messages", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "user",
-         "n", "sampler", "sampler_args", "block_length", "cache", "stream_options"}
+         "n", "sampler", "sampler_args", "block_length", "cache", "multi_block", "stream_options"}
 
 
 class ApiError(Exception):
@@ -118,12 +118,15 @@ def parse_request(body: dict, state, chat: bool) -> Job:
     window = decode_window(state.model, block_length)
     gen_length = -(-max_tokens // window) * window  # the answer area: whole blocks
     try:  # the checks `dllm generate` runs, with the same messages
-        s = settings(state.model, sampler, gen_length=gen_length, block_length=block_length, cache=cache)
+        s = settings(state.model, sampler, gen_length=gen_length, block_length=block_length, cache=cache,
+                     multi_block=body.get("multi_block", 1.0))
         check(len(ids) + gen_length <= state.model.max_length,
               f"prompt ({len(ids)} tokens) + max_tokens rounded to whole blocks ({gen_length}) exceeds the model's "
               f"max_length {state.model.max_length}")
     except DllmError as e:
-        raise ApiError(400, str(e), "cache" if "cache" in str(e) else "block_length") from e
+        msg = str(e)
+        param = next((f for f in ("multi_block", "cache") if f in msg), "block_length")
+        raise ApiError(400, msg, param) from e
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
     if not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
