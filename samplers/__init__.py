@@ -3,6 +3,7 @@ the conformance test read."""
 
 from dllm.errors import DllmError
 from dllm.samplers.base import Decision, Sampler, StepState
+from dllm.samplers.credit import CreditSampler
 from dllm.samplers.dream import DreamSampler
 from dllm.samplers.entropy_bound import EntropyBoundSampler
 from dllm.samplers.entropy_threshold import EntropyThresholdSampler
@@ -22,6 +23,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "localleap": LocalLeapSampler,
     "entropy_threshold": EntropyThresholdSampler,
     "entropy_bound": EntropyBoundSampler,
+    "credit": CreditSampler,
     "freedave": FreeDaveSampler,
     "learn2pd": Learn2PDSampler,
 }
@@ -33,7 +35,7 @@ def build_sampler(name: str, **kwargs) -> Sampler:
     return SAMPLERS[name](**kwargs)
 
 
-__all__ = ["SAMPLERS", "Sampler", "StepState", "Decision", "build_sampler"]
+__all__ = ["SAMPLERS", "Sampler", "StepState", "Decision", "build_sampler", "CreditSampler"]
 # Analysis samplers need a reference output and are kept out of the production registry.
 ANALYSIS: dict[str, type[Sampler]] = {"oracle": OracleSampler}
 

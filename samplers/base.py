@@ -25,6 +25,9 @@ class StepState:
     reference     [B, W] long or None — a known final output (analysis samplers only; -1 = none)
     verify        the engine's draft hook: drafts [B, K, W] -> logits [B, K, W, V] in one batched
                   forward (draft-and-verify samplers; never call the model yourself)
+    carry         [B, W, C] float64 or None — per-position memory the engine keeps for samplers that
+                  declare ``carry_width = C`` (zeros at a row's start; what the sampler returned
+                  in ``Decision.carry`` last step). Per row, so batched ≡ single still holds.
     """
 
     logits: torch.Tensor
@@ -37,6 +40,7 @@ class StepState:
     generator: torch.Generator | list | None = None
     reference: torch.Tensor | None = None
     verify: Callable[[torch.Tensor], torch.Tensor] | None = None
+    carry: torch.Tensor | None = None
 
 
 @dataclass
@@ -46,13 +50,16 @@ class Decision:
 
     end_at [B] long or None: end-of-text prediction — every masked position after this window
     index becomes end-of-text (−1 = no cut). next_logits [B, W, V] or None: logits of the state
-    after this commit, when the sampler already has them (a verified draft), saving a forward."""
+    after this commit, when the sampler already has them (a verified draft), saving a forward.
+    carry [B, W, C] float64 or None: the sampler's per-position memory for the next step (stored by
+    the engine; see StepState.carry)."""
 
     commit: torch.Tensor
     tokens: torch.Tensor
     confidence: torch.Tensor
     end_at: torch.Tensor | None = None
     next_logits: torch.Tensor | None = None
+    carry: torch.Tensor | None = None
 
 
 class Sampler(ABC):
@@ -63,6 +70,7 @@ class Sampler(ABC):
     a forward, and the schedule's last step of a window must commit the rest)."""
 
     may_commit_nothing = False
+    carry_width = 0  # > 0: the engine keeps this many float64 values per position for the sampler
 
     @abstractmethod
     def step(self, state: StepState) -> Decision: ...

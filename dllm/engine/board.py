@@ -2,7 +2,9 @@
 
 x [N, T] long: tokens (prompt, MASK or decoded answer, pad past the row's canvas); gen [N, T]
 bool: answer area; ref [N, T] long: a known output (-1 = none); step_at [N, T] long and conf_at
-[N, T] float64: which forward committed each position, with what confidence (traces). Column =
+[N, T] float64: which forward committed each position, with what confidence (traces); carry
+[N, T, C] float64: per-position memory a sampler keeps across steps (credit), zero at a row's
+start, made on first use (C = the widest ``carry_width`` seen). Column =
 absolute position. Board rows are handed out as requests arrive and reused when they leave; the
 board grows (rows and columns) when a request does not fit.
 """
@@ -21,6 +23,7 @@ class Board:
         self.ref = torch.full((0, 0), -1, dtype=torch.long, device=device)
         self.step_at = torch.zeros((0, 0), dtype=torch.long, device=device)
         self.conf_at = torch.zeros((0, 0), dtype=torch.float64, device=device)
+        self.carry: torch.Tensor | None = None
 
     def grow(self, rows: int, width: int) -> None:
         n, t = self.x.shape
@@ -32,7 +35,21 @@ class Board:
             new = torch.full((n2, t2), fill, dtype=old.dtype, device=self.device)
             new[:n, :t] = old
             setattr(self, name, new)
+        if self.carry is not None:
+            carry = self.carry.new_zeros((n2, t2, self.carry.shape[2]))
+            carry[:n, :t] = self.carry
+            self.carry = carry
         self.free.extend(range(n, n2))
+
+    def memory(self, width: int) -> torch.Tensor:
+        """The carry tensor, at least ``width`` wide per position."""
+        n, t = self.x.shape
+        if self.carry is None or self.carry.shape[2] < width:
+            carry = torch.zeros((n, t, width), dtype=torch.float64, device=self.device)
+            if self.carry is not None:
+                carry[..., :self.carry.shape[2]] = self.carry
+            self.carry = carry
+        return self.carry
 
     def place(self, row) -> int:
         """Lay ``row`` out on a free board row; returns the slot."""
@@ -51,6 +68,8 @@ class Board:
             self.ref[slot, p:end] = row.reference.to(self.device)
         self.step_at[slot] = 0
         self.conf_at[slot] = 0.0
+        if self.carry is not None:
+            self.carry[slot] = 0.0
         return slot
 
     def release(self, slot: int) -> None:

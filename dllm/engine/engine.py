@@ -158,19 +158,23 @@ class Engine:
         tokens = self.board.x[slots[:, None], cols]
         masked = self.board.masked(slots, cols)
         gens = [r.generator for r in rows]
+        width_c = getattr(s.sampler, "carry_width", 0)  # per-position sampler memory (credit)
+        carry = self.board.memory(width_c)[slots[:, None], cols, :width_c] if width_c else None
         state = StepState(logits=self.group_logits(rows, logits, width), tokens=tokens, masked=masked,
                           block_step=rows[0].block_step, steps_per_block=s.per_block,
                           block_masked=torch.tensor([r.block_masked for r in rows], device=tokens.device),
                           end_token_ids=self.model.eos_token_ids,
                           generator=None if all(g is None for g in gens) else gens,
                           reference=self.board.ref[slots[:, None], cols] if any(r.reference is not None for r in rows)
-                          else None, verify=self.verifier(rows, width))
+                          else None, verify=self.verifier(rows, width), carry=carry)
         d = s.sampler.step(state)
         commit = d.commit & masked
         if not getattr(s.sampler, "may_commit_nothing", False) and not commit.any(-1).all():
             raise RuntimeError(f"{type(s.sampler).__name__} committed no token for a row that had masks")
         self.board.x[slots[:, None], cols] = torch.where(commit, d.tokens, tokens)
         self.recorder.commit(self.board, rows, slots, cols, commit, d.confidence)
+        if width_c and d.carry is not None:
+            self.board.carry[slots[:, None], cols, :width_c] = d.carry
         if d.end_at is not None:
             self.truncate(rows, slots, d.end_at)
         for i, r in enumerate(rows):
