@@ -60,6 +60,10 @@ def check_sweep_values(args: list[str]) -> str | None:
     return None
 
 
+_TYPE_ERROR = re.compile(r"Value '(.*)' of type '\w+' could not be converted to (Integer|Float|Boolean)")
+_KINDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false"}
+
+
 def check_composes(cmd: str, args: list[str]) -> str | None:
     """Compose the command's config with the overrides first, so an unknown key or a malformed
     override is one line (Hydra would print a multi-line report and exit 1)."""
@@ -71,6 +75,9 @@ def check_composes(cmd: str, args: list[str]) -> str | None:
         with initialize_config_module("dllm.conf", version_base=None):
             compose(cmd, overrides=args)
     except Exception as e:  # noqa: BLE001  any composition error becomes its first lines, joined
+        typed = _TYPE_ERROR.match(str(e.__cause__ or ""))
+        if typed and getattr(e.__cause__, "full_key", None):  # a typed node (a structured config) refused a value
+            return f"{e.__cause__.full_key} must be {_KINDS[typed[2]]}, got {typed[1]!r}"
         first = str(e).strip().splitlines()[:1]
         cause = [line for line in str(e.__cause__ or "").strip().splitlines()[:1] if line not in first]
         return " ".join(first + cause) or type(e).__name__

@@ -11,7 +11,8 @@ import torch
 import dllm
 from dllm.errors import DllmError
 from dllm.testing import tiny_checkpoint, tiny_model
-from dllm.training.block_diffusion import adapt, bd_attention_mask, block_masks, collate, encode_dataset, run
+from dllm.training.block_diffusion import adapt, bd_attention_mask, block_masks, encode_dataset, run
+from dllm.training.common import collate
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_complementary_masks_and_block_alignment():
     examples, dropped = encode_dataset(rows, tok, 4, 32, 64)
     assert not dropped and all((len(p) + len(a)) % 4 == 0 for p, a in examples)
     assert examples[0][1][-2:] == [tok.eos_token_id] * 2  # answer + end-of-text, padded to the block end
-    ids, pos, valid, answer = collate(examples, 0, 4, "cpu")
+    ids, pos, valid, answer = collate(examples, 0, "cpu", align=4)
     assert ids.shape[1] % 4 == 0
     cols = torch.arange(ids.shape[1])
     assert ((cols[None] - pos)[valid] % 4 == 0).all()  # left padding by whole blocks: columns keep block bounds
@@ -132,8 +133,8 @@ def test_two_optimiser_steps_adapt_an_ar_parent(tmp_path, parents):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"prompt": "the cat sat on", "response": r}) + "\n"
                             for r in ["a big red dog", "one two three", "yes no", "up down left right"]))
-    out = run(str(data), str(tmp_path / "bd"), init=str(parents["qwen2"]), block_size=4, max_steps=2,
-              batch_size=4, lr=1e-3, save_every=1, log_every=1)
+    out = run(str(data), str(tmp_path / "bd"), init=str(parents["qwen2"]), block_size=4,
+              train=dict(max_steps=2, batch_size=4, lr=1e-3, save_every=1, log_every=1))
     lines = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2] and all(r["loss"] > 0 for r in lines)
     cfg = json.loads((out / "final" / "model" / "config.json").read_text())
@@ -146,13 +147,13 @@ def test_two_optimiser_steps_adapt_an_ar_parent(tmp_path, parents):
                         block_length=4, cache="block")
     assert res.stats[0].nfe >= 1
     with pytest.raises(DllmError, match="trained with block_size 4, not 8"):
-        run(str(data), str(tmp_path / "bd"), init=str(parents["qwen2"]), block_size=8, max_steps=3)
+        run(str(data), str(tmp_path / "bd"), init=str(parents["qwen2"]), block_size=8, train=dict(max_steps=3))
 
 
 def test_adapting_needs_an_ar_parent(tmp_path):
     v2 = tiny_checkpoint(tmp_path / "v2", "fast_dllm_v2")
     with pytest.raises(DllmError, match="init must be an autoregressive checkpoint"):
-        run("tasks:waiting_line/copy:8", str(tmp_path / "o"), init=str(v2), block_size=8, max_steps=1)
+        run("tasks:waiting_line/copy:8", str(tmp_path / "o"), init=str(v2), block_size=8, train=dict(max_steps=1))
 
 
 def test_inference_block_size_other_than_trained_warns(parents, tmp_path):

@@ -60,7 +60,7 @@ def teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("cf")
     from dllm.training.mdlm_sft import run as sft
 
-    out = sft(DATA, str(root / "teacher"), arch=ARCH, max_steps=2, batch_size=8, warmup_steps=1)
+    out = sft(DATA, str(root / "teacher"), arch=ARCH, train=dict(max_steps=2, batch_size=8, warmup_steps=1))
     return out / "final" / "model"
 
 
@@ -92,30 +92,33 @@ def test_trajectories_resume_without_decoding_twice(teacher, tmp_path):
 
 def test_two_steps_with_lora_and_the_loss_falls_on_a_fixed_batch(teacher, tmp_path):
     traj = trajectories(str(teacher), DATA, str(tmp_path / "t"), gen_length=16, block_length=8, batch_size=24)
-    out = run(str(traj), str(teacher), str(tmp_path / "s"), block_length=8, max_steps=2, batch_size=8, lora_r=4,
-              lora_alpha=8, lora_targets=["q_proj", "v_proj"], save_every=1, log_every=1)
+    out = run(str(traj), str(teacher), str(tmp_path / "s"), block_length=8,
+              train=dict(max_steps=2, batch_size=8, lora_r=4, lora_alpha=8, lora_targets=["q_proj", "v_proj"],
+                         save_every=1, log_every=1))
     rows = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) and r["ce"] > 0 and r["entropy"] >= 0 for r in rows)
     model = dllm.load(out / "final" / "model")  # LoRA merged into a plain checkpoint
     assert not any("lora" in n for n, _ in model.named_parameters())
     # full fine-tuning, one batch repeated with fixed noise: the loss must go down
-    full = run(str(traj), str(teacher), str(tmp_path / "f"), block_length=8, max_steps=8, batch_size=24, lora_r=None,
-               lr=3e-3, save_every=100, log_every=1, seed=0)
+    full = run(str(traj), str(teacher), str(tmp_path / "f"), block_length=8,
+               train=dict(max_steps=8, batch_size=24, lora_r=None, lr=3e-3, save_every=100, log_every=1, seed=0))
     first, last = [json.loads(line)["loss"] for line in (full / "loss.jsonl").read_text().splitlines()][::7]
     assert last < first
 
 
 @pytest.mark.parametrize("kw,message", [
     (dict(lam=-1.0), r"lam \(the entropy weight λ\) must be >= 0, got -1.0"),
-    (dict(lora_r=0), r"lora_r must be a positive integer \(or null for full fine-tuning\), got 0"),
-    (dict(lora_r=4, lora_targets=["attn_out"]), r"lora target 'attn_out' matches no module; the model's linear layers are"),
+    (dict(train=dict(lora_r=0)), r"lora_r must be a positive integer \(or null for full fine-tuning\), got 0"),
+    (dict(train=dict(lora_r=4, lora_targets=["attn_out"])),
+     r"lora target 'attn_out' matches no module; the model's linear layers are"),
     (dict(keep="wrong"), r"keep must be 'all' or 'correct', got 'wrong'"),
-    (dict(keep="correct", lora_r=None), r"no trajectory left in .* with keep='correct'"),  # a 2-step teacher is never right
+    (dict(keep="correct", train=dict(lora_r=None)), r"no trajectory left in .* with keep='correct'"),  # a 2-step teacher is never right
 ])
 def test_bad_input(teacher, tmp_path, kw, message):
     traj = trajectories(str(teacher), DATA, str(tmp_path / "t"), gen_length=16, block_length=8, batch_size=24)
     with pytest.raises(DllmError, match=message):
-        run(str(traj), str(teacher), str(tmp_path / "s"), block_length=8, max_steps=1, batch_size=4, **kw)
+        train = dict(max_steps=1, batch_size=4, **kw.pop("train", {}))
+        run(str(traj), str(teacher), str(tmp_path / "s"), block_length=8, train=train, **kw)
 
 
 def test_trajectories_from_another_tokenizer(teacher, tmp_path):
@@ -124,4 +127,4 @@ def test_trajectories_from_another_tokenizer(teacher, tmp_path):
     traj = trajectories(str(teacher), DATA, str(tmp_path / "t"), gen_length=16, block_length=8, batch_size=24)
     other = tiny_checkpoint(tmp_path / "other", "llada")
     with pytest.raises(DllmError, match=r"were written with another tokenizer .* than the student's"):
-        run(str(traj), str(other), str(tmp_path / "s"), max_steps=1, batch_size=4, lora_r=None)
+        run(str(traj), str(other), str(tmp_path / "s"), train=dict(max_steps=1, batch_size=4, lora_r=None))

@@ -17,7 +17,8 @@ TASKS = ["waiting_line/reverse", "latin_square/4x4"]
 def tiny_task_model(tmp_path):
     from dllm.training.mdlm_sft import run
     arch = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=48, max_length=128)
-    out = run("tasks:waiting_line/reverse+latin_square/4x4:32", str(tmp_path / "m"), arch=arch, max_steps=1, batch_size=4)
+    out = run("tasks:waiting_line/reverse+latin_square/4x4:32", str(tmp_path / "m"), arch=arch,
+              train=dict(max_steps=1, batch_size=4))
     return out / "final" / "model"
 
 

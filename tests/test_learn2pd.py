@@ -13,7 +13,8 @@ def test_trainer_smoke_and_sampler(tmp_path):
     from dllm.training.learn2pd_filter import run
     from dllm.training.mdlm_sft import run as sft
     arch = dict(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2, intermediate_size=48, max_length=128)
-    model_dir = sft("tasks:waiting_line/copy:16", str(tmp_path / "m"), arch=arch, max_steps=1, batch_size=4) / "final" / "model"
+    model_dir = sft("tasks:waiting_line/copy:16", str(tmp_path / "m"), arch=arch,
+                    train=dict(max_steps=1, batch_size=4)) / "final" / "model"
     path = run(model=str(model_dir), data="tasks:waiting_line/copy:6", gen_length=16, block_length=8, batch_size=3,
                iterations=50)
     assert path.exists() and (model_dir / "learn2pd_filter.json").exists()

@@ -11,10 +11,32 @@ import torch
 import dllm
 from dllm.errors import DllmError
 from dllm.training import common
-from dllm.training.mdlm_sft import collate, mdlm_loss, run
+from dllm.training.common import collate
+from dllm.training.fit import TrainConfig
+from dllm.training.mdlm_sft import mdlm_loss, run
 
 ARCH = dict(hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=64, max_length=128)
 DATA = "tasks:waiting_line/reverse+sudoku/4x4:64"
+
+
+# The kill -9 of the resume test, kept out of the product: the subprocess wraps the checkpoint write
+# and kills itself right after the step-3 checkpoint lands.
+KILL_AFTER_CHECKPOINT_3 = """
+import json, os, signal
+from dllm.training import common
+from dllm.training.mdlm_sft import run
+
+write_checkpoint = common.atomic_dir
+
+
+def atomic_dir(target, write):
+    write_checkpoint(target, write)
+    if target.name == "checkpoint" and json.loads((target / "recipe.json").read_text())["step"] >= 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+common.atomic_dir = atomic_dir
+"""
 
 
 def losses(out):
@@ -22,7 +44,8 @@ def losses(out):
 
 
 def test_two_steps_write_a_loadable_llada_checkpoint(tmp_path):
-    out = run(DATA, str(tmp_path / "r"), arch=ARCH, max_steps=2, batch_size=8, save_every=1, log_every=1, warmup_steps=1)
+    out = run(DATA, str(tmp_path / "r"), arch=ARCH,
+              train=dict(max_steps=2, batch_size=8, save_every=1, log_every=1, warmup_steps=1))
     assert len(losses(out)) == 2 and all(l == l and l > 0 for l in losses(out))
     model = dllm.load(out / "final" / "model")
     assert model.family == "llada"
@@ -34,10 +57,9 @@ def test_two_steps_write_a_loadable_llada_checkpoint(tmp_path):
 
 
 def test_resume_after_kill_reproduces_the_loss_curve(tmp_path):
-    kw = dict(arch=ARCH, max_steps=6, batch_size=8, save_every=3, log_every=1, warmup_steps=2)
+    kw = dict(arch=ARCH, train=dict(max_steps=6, batch_size=8, save_every=3, log_every=1, warmup_steps=2))
     straight = run(DATA, str(tmp_path / "a"), **kw)
-    code = (f"from dllm.training.mdlm_sft import run; run({DATA!r}, {str(tmp_path / 'b')!r}, debug_kill_at_step=3, "
-            f"**{kw!r})")
+    code = KILL_AFTER_CHECKPOINT_3 + f"run({DATA!r}, {str(tmp_path / 'b')!r}, **{kw!r})"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == -9, p.stderr[-500:]  # killed by SIGKILL right after the step-3 checkpoint
     assert len(losses(tmp_path / "b")) == 3 and not (tmp_path / "b" / "final").exists()
@@ -49,9 +71,10 @@ def test_resume_after_kill_reproduces_the_loss_curve(tmp_path):
 
 
 def test_lora_and_gradient_checkpointing(tmp_path):
-    base = run(DATA, str(tmp_path / "base"), arch=ARCH, max_steps=1, batch_size=8, warmup_steps=1)
-    out = run(DATA, str(tmp_path / "lora"), init=str(base / "final" / "model"), max_steps=2, batch_size=8,
-              lora_r=4, lora_alpha=8, lora_targets=["q_proj", "v_proj"], gradient_checkpointing=True, warmup_steps=1)
+    base = run(DATA, str(tmp_path / "base"), arch=ARCH, train=dict(max_steps=1, batch_size=8, warmup_steps=1))
+    out = run(DATA, str(tmp_path / "lora"), init=str(base / "final" / "model"),
+              train=dict(max_steps=2, batch_size=8, lora_r=4, lora_alpha=8, lora_targets=["q_proj", "v_proj"],
+                         gradient_checkpointing=True, warmup_steps=1))
     before = dllm.load(base / "final" / "model").core.state_dict()
     after = dllm.load(out / "final" / "model").core.state_dict()  # merged, plain format
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -59,9 +82,10 @@ def test_lora_and_gradient_checkpointing(tmp_path):
 
 
 def test_lora_target_that_matches_nothing(tmp_path):
-    base = run(DATA, str(tmp_path / "base"), arch=ARCH, max_steps=1, batch_size=8, warmup_steps=1)
+    base = run(DATA, str(tmp_path / "base"), arch=ARCH, train=dict(max_steps=1, batch_size=8, warmup_steps=1))
     with pytest.raises(DllmError, match=r"lora target 'attn_out' matches no module; the model's linear layers are \["):
-        run(DATA, str(tmp_path / "l"), init=str(base / "final" / "model"), max_steps=1, lora_r=4, lora_targets=["attn_out"])
+        run(DATA, str(tmp_path / "l"), init=str(base / "final" / "model"),
+            train=dict(max_steps=1, lora_r=4, lora_targets=["attn_out"]))
 
 
 def test_loss_only_on_masked_answer_positions():
@@ -89,11 +113,11 @@ def test_batches_are_a_function_of_the_step():
 
 def test_bad_training_arguments(tmp_path):
     with pytest.raises(DllmError, match="max_steps must be a positive integer"):
-        run(DATA, str(tmp_path / "x"), arch=ARCH, max_steps=0)
+        run(DATA, str(tmp_path / "x"), arch=ARCH, train=dict(max_steps=0))
     with pytest.raises(DllmError, match="needs 'prompt' and 'response' or 'messages'"):
         f = tmp_path / "bad.jsonl"
         f.write_text('{"question": "a"}\n')
-        run(str(f), str(tmp_path / "y"), arch=ARCH, max_steps=1)
+        run(str(f), str(tmp_path / "y"), arch=ARCH, train=dict(max_steps=1))
 
 
 def test_chat_messages_go_through_the_chat_template():
@@ -117,7 +141,8 @@ def test_two_processes_data_parallel(tmp_path):
     arch = "{hidden_size: 32, num_layers: 2, num_heads: 4, num_kv_heads: 2, intermediate_size: 64, max_length: 128}"
     r = subprocess.run([shutil.which("torchrun") or "torchrun", "--nproc_per_node", "2", "-m", "dllm.cli", "train",
                         "recipe=mdlm_sft", f"recipe.data={DATA}", f"recipe.output_dir={out}", f"recipe.arch={arch}",
-                        "recipe.max_steps=2", "recipe.batch_size=8", "recipe.warmup_steps=1", "recipe.log_every=1"],
+                        "recipe.train.max_steps=2", "recipe.train.batch_size=8", "recipe.train.warmup_steps=1",
+                        "recipe.train.log_every=1"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("done:") == 2  # both processes ran to the end
@@ -152,9 +177,5 @@ def test_cadence_must_be_positive(tmp_path, knob):
     from dllm.errors import DllmError
     from dllm.training.fit import fit
 
-    kw = dict(recipe="x", output_dir=str(tmp_path), meta={}, max_steps=2, batch_size=1, lr=1e-3, warmup_steps=0,
-              min_lr_ratio=0.1, weight_decay=0.0, grad_clip=1.0, seed=0, save_every=1, log_every=1, lora_r=None,
-              lora_alpha=16, lora_dropout=0.0, lora_targets=None, gradient_checkpointing=False, mixed_precision="no")
-    kw[knob] = 0
     with pytest.raises(DllmError, match=f"{knob} must be a positive integer"):
-        fit(lambda: None, lambda m: 1, lambda *a: None, **kw)
+        fit(None, TrainConfig(**{knob: 0}), str(tmp_path))

@@ -12,6 +12,9 @@ recipe (training/fit.py): accelerate, atomic checkpoints, exact resume, progress
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +22,7 @@ from dllm.errors import check
 from dllm.loading import load, new_model
 from dllm.models.core import CoreConfig
 from dllm.training import common
-from dllm.training.fit import fit
+from dllm.training.fit import TrainConfig, fit
 
 AR_FAMILIES = ("qwen2", "llama")
 
@@ -49,56 +52,60 @@ def encode_dataset(rows, tokenizer, max_answer_length: int, max_prompt_length: i
     return common.encode_examples(rows, tokenizer, max_answer_length, max_prompt_length)
 
 
-def collate(examples, pad_id: int, device):
-    """-> ids, positions, valid, target [B, P+A]: prompts left-padded (the canvas layout), answers
-    right-padded; ``target`` marks the answer tokens the loss reads."""
-    p = max(len(q) for q, _ in examples)
-    a = max(len(ans) for _, ans in examples)
-    ids = torch.full((len(examples), p + a), pad_id, dtype=torch.long)
-    valid = torch.zeros_like(ids, dtype=torch.bool)
-    target = torch.zeros_like(valid)
-    for i, (prompt, ans) in enumerate(examples):
-        s = p - len(prompt)
-        ids[i, s:p + len(ans)] = torch.tensor(prompt + ans)
-        valid[i, s:p + len(ans)] = True
-        target[i, p:p + len(ans)] = True
-    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
-    return ids.to(device), positions.to(device), valid.to(device), target.to(device)
-
-
 def ar_loss(model, ids, positions, valid, target) -> torch.Tensor:
+    """Token-mean next-token cross-entropy over the ``target`` (answer) columns."""
     logits = model(ids, positions, valid)  # [B, L, V], row i predicts token i
     return F.cross_entropy(logits[target], ids[target])
 
 
-def run(data: str, output_dir: str, init: str | None = None, arch: dict | None = None,
-        tokenizer_from: str | None = None, family: str = "qwen2", vocab_size: int = 1024, answer_length: int = 32,
-        max_prompt_length: int = 128, max_steps: int = 1000, batch_size: int = 64, lr: float = 1e-3,
-        warmup_steps: int = 100, min_lr_ratio: float = 0.1, weight_decay: float = 0.01, grad_clip: float = 1.0,
-        seed: int = 0, save_every: int = 200, log_every: int = 10, lora_r: int = 0, lora_alpha: float = 16.0,
-        lora_dropout: float = 0.0, lora_targets: list | None = None, gradient_checkpointing: bool = False,
-        mixed_precision: str = "no", debug_kill_at_step: int | None = None):
-    """Train; resumes from ``output_dir/checkpoint`` when it exists. Returns the output folder."""
-    check(answer_length > 0, f"answer_length must be a positive integer, got {answer_length}")
-    rows = list(common.load_records(data))
-    holder = {}
+@dataclass
+class ArSft:
+    """The recipe :func:`fit` drives (training/fit.py's ``Recipe``: build, setup, loss)."""
 
-    def on_start(model):
+    data: str
+    rows: list
+    init: str | None
+    arch: dict | None
+    tokenizer_from: str | None
+    family: str
+    vocab_size: int
+    answer_length: int
+    max_prompt_length: int
+    seed: int
+    name: ClassVar[str] = "ar_sft"
+
+    @property
+    def meta(self) -> dict:
+        return {"data": self.data}
+
+    def build(self):
+        return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed,
+                           self.family)
+
+    def setup(self, model) -> int:
         check(model.family in AR_FAMILIES, f"ar_sft trains autoregressive models, got a {model.family} model")
-        examples, dropped = encode_dataset(rows, model.tokenizer, answer_length, max_prompt_length)
+        self.examples, dropped = encode_dataset(self.rows, model.tokenizer, self.answer_length, self.max_prompt_length)
         if dropped:
             print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
-        holder.update(examples=examples, pad=model.pad_token_id)
-        return len(examples)
+        self.pad = model.pad_token_id
+        return len(self.examples)
 
-    def loss_fn(model, idx, gen, device, step):
-        batch = collate([holder["examples"][i] for i in idx], holder["pad"], device)
-        return ar_loss(model, *batch)
+    def loss(self, model, indices, gen, device, step):
+        batch = common.collate([self.examples[i] for i in indices], self.pad, device)
+        return ar_loss(model, *batch), {}
 
-    return fit(lambda: build_model(init, arch, tokenizer_from, rows, vocab_size, seed, family), on_start, loss_fn,
-               recipe="ar_sft", output_dir=output_dir, meta={"data": data}, max_steps=max_steps,
-               batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
-               weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, save_every=save_every,
-               log_every=log_every, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-               lora_targets=lora_targets, gradient_checkpointing=gradient_checkpointing,
-               mixed_precision=mixed_precision, debug_kill_at_step=debug_kill_at_step)
+
+TRAIN = TrainConfig()  # the recipe's training defaults: TrainConfig's own
+
+
+def run(data: str, output_dir: str, init: str | None = None, arch: dict | None = None,
+        tokenizer_from: str | None = None, family: str = "qwen2", vocab_size: int = 1024, answer_length: int = 32,
+        max_prompt_length: int = 128, train: TrainConfig | dict | None = None):
+    """Train; ``train`` holds the settings that differ from ``TRAIN``. Resumes from
+    ``output_dir/checkpoint`` when it exists. Returns the output folder."""
+    train = TRAIN.updated(train)
+    check(answer_length > 0, f"answer_length must be a positive integer, got {answer_length}")
+    rows = list(common.load_records(data))
+    recipe = ArSft(data, rows, init, arch, tokenizer_from, family, vocab_size, answer_length, max_prompt_length,
+                   train.seed)
+    return fit(recipe, train, output_dir)

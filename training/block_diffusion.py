@@ -27,6 +27,9 @@ the last block with end-of-text in parallel, as LLaDA supervises its padding.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 
@@ -35,7 +38,7 @@ from dllm.loading import load
 from dllm.models.autoregressive import MASK_NAMES
 from dllm.training import common
 from dllm.training.ar_sft import AR_FAMILIES
-from dllm.training.fit import fit
+from dllm.training.fit import TrainConfig, fit
 
 MASK_TOKEN = "|<MASK>|"  # added when the parent's tokenizer has no mask token (as Fast-dLLM v2 does)
 
@@ -99,24 +102,6 @@ def encode_dataset(rows, tokenizer, block_size: int, max_answer_length: int, max
     return common.encode_examples(rows, tokenizer, max_answer_length, max_prompt_length, to_block_end)
 
 
-def collate(examples, pad_id: int, block_size: int, device):
-    """-> ids, positions, valid, answer [B, L]; rows left-padded by whole blocks so a column's
-    block is the same in every row (the decode canvas's layout), L a multiple of the block."""
-    p = max(-(-len(q) // block_size) * block_size for q, _ in examples)  # prompt columns, whole blocks
-    width = p + max(len(q) + len(a) - -(-len(q) // block_size) * block_size for q, a in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    valid = torch.zeros_like(ids, dtype=torch.bool)
-    answer = torch.zeros_like(valid)
-    for i, (prompt, ans) in enumerate(examples):
-        s = p - -(-len(prompt) // block_size) * block_size  # block-aligned left padding
-        n = len(prompt) + len(ans)
-        ids[i, s:s + n] = torch.tensor(prompt + ans)
-        valid[i, s:s + n] = True
-        answer[i, s + len(prompt):s + n] = True
-    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
-    return ids.to(device), positions.to(device), valid.to(device), answer.to(device)
-
-
 def block_masks(positions, answer, block_size: int, gen: torch.Generator, eps: float = 1e-3):
     """-> (mask, complement) bool [B, L]: per-(row, block) ratio p = (1 − ε) t + ε, answer tokens only."""
     b, length = positions.shape
@@ -144,40 +129,56 @@ def bd_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id:
     return F.cross_entropy(logits[target], clean[:, 1:][target])
 
 
-def run(data: str, output_dir: str, init: str, block_size: int = 32, answer_length: int = 32,
-        max_prompt_length: int = 128, max_steps: int = 1000, batch_size: int = 32, lr: float = 2e-5,
-        warmup_steps: int = 30, min_lr_ratio: float = 1.0, weight_decay: float = 0.0, grad_clip: float = 1.0,
-        seed: int = 0, save_every: int = 200, log_every: int = 10, lora_r: int = 0, lora_alpha: float = 16.0,
-        lora_dropout: float = 0.0, lora_targets: list | None = None, gradient_checkpointing: bool = False,
-        mixed_precision: str = "no", debug_kill_at_step: int | None = None):
-    """Adapt ``init`` (an AR checkpoint); resumes from ``output_dir/checkpoint`` when it exists."""
-    check(isinstance(block_size, int) and block_size > 1, f"block_size must be an integer > 1, got {block_size}")
-    rows = list(common.load_records(data))
-    holder = {}
+@dataclass
+class BlockDiffusion:
+    """The recipe :func:`fit` drives (training/fit.py's ``Recipe``: build, setup, loss)."""
 
-    def build():
-        model = load(init)
+    data: str
+    rows: list
+    init: str
+    block_size: int
+    answer_length: int
+    max_prompt_length: int
+    output_dir: str
+    name: ClassVar[str] = "block_diffusion"
+
+    @property
+    def meta(self) -> dict:
+        return {"data": self.data, "init": str(self.init), "block_size": self.block_size}
+
+    def build(self):
+        model = load(self.init)
         check(model.family in AR_FAMILIES, f"init must be an autoregressive checkpoint ({'/'.join(AR_FAMILIES)}) "
-                                           f"to adapt, {init} is {model.family}")
-        return adapt(model, block_size)
+                                           f"to adapt, {self.init} is {model.family}")
+        return adapt(model, self.block_size)
 
-    def on_start(model):
-        check(model.family == "fast_dllm_v2" and model.block_size == block_size,
-              f"the checkpoint in {output_dir} was trained with block_size {model.block_size}, not {block_size}")
-        examples, dropped = encode_dataset(rows, model.tokenizer, block_size, answer_length, max_prompt_length)
+    def setup(self, model) -> int:
+        check(model.family == "fast_dllm_v2" and model.block_size == self.block_size,
+              f"the checkpoint in {self.output_dir} was trained with block_size {model.block_size}, "
+              f"not {self.block_size}")
+        self.examples, dropped = encode_dataset(self.rows, model.tokenizer, self.block_size, self.answer_length,
+                                                self.max_prompt_length)
         if dropped:
             print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
-        holder.update(examples=examples, pad=model.pad_token_id, mask=model.mask_token_id)
-        return len(examples)
+        self.pad, self.mask_id = model.pad_token_id, model.mask_token_id
+        return len(self.examples)
 
-    def loss_fn(model, idx, gen, device, step):
-        batch = collate([holder["examples"][i] for i in idx], holder["pad"], block_size, device)
-        return bd_loss(model, *batch, gen, holder["mask"], block_size)
+    def loss(self, model, indices, gen, device, step):
+        batch = common.collate([self.examples[i] for i in indices], self.pad, device, align=self.block_size)
+        return bd_loss(model, *batch, gen, self.mask_id, self.block_size), {}
 
-    return fit(build, on_start, loss_fn, recipe="block_diffusion", output_dir=output_dir,
-               meta={"data": data, "init": str(init), "block_size": block_size}, max_steps=max_steps,
-               batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
-               weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, save_every=save_every,
-               log_every=log_every, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-               lora_targets=lora_targets, gradient_checkpointing=gradient_checkpointing,
-               mixed_precision=mixed_precision, debug_kill_at_step=debug_kill_at_step)
+
+# the reference's 7B settings (small models take a larger lr: see conf/recipe/tiny_bd.yaml); batch_size
+# counts samples, the complementary view doubles the rows; constant lr after warm-up, as the reference
+TRAIN = TrainConfig(batch_size=32, lr=2e-5, warmup_steps=30, min_lr_ratio=1.0, weight_decay=0.0)
+
+
+def run(data: str, output_dir: str, init: str, block_size: int = 32, answer_length: int = 32,
+        max_prompt_length: int = 128, train: TrainConfig | dict | None = None):
+    """Adapt ``init`` (an AR checkpoint); ``train`` holds the settings that differ from ``TRAIN``.
+    Resumes from ``output_dir/checkpoint`` when it exists. Returns the output folder."""
+    train = TRAIN.updated(train)
+    check(isinstance(block_size, int) and block_size > 1, f"block_size must be an integer > 1, got {block_size}")
+    rows = list(common.load_records(data))
+    recipe = BlockDiffusion(data, rows, init, block_size, answer_length, max_prompt_length, output_dir)
+    return fit(recipe, train, output_dir)

@@ -23,15 +23,17 @@ entropy parts).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from dllm.errors import DllmError, check
 from dllm.loading import load
-from dllm.training.fit import fit
-from dllm.training.mdlm_sft import collate
+from dllm.training import common
+from dllm.training.fit import TrainConfig, fit
 from dllm.training.trajectories import tokenizer_fingerprint
 
 
@@ -88,45 +90,63 @@ def load_trajectories(path: str, student, keep: str = "all") -> list[tuple[list[
     return [(list(r["prompt_ids"]), list(r["response_ids"])) for r in rows]
 
 
-def run(trajectories: str, init: str, output_dir: str, keep: str = "all", block_length: int = 32, mask_ratio: float = 0.5,
-        lam: float = 2.0, temperature: float = 0.5, max_steps: int = 1000, batch_size: int = 32, lr: float = 2e-5,
-        warmup_steps: int = 0, min_lr_ratio: float = 1.0, weight_decay: float = 0.01, grad_clip: float = 1.0,
-        seed: int = 0, save_every: int = 200, log_every: int = 10, lora_r: int | None = 128, lora_alpha: float = 128.0,
-        lora_dropout: float = 0.0, lora_targets: list | None = None, gradient_checkpointing: bool = False,
-        mixed_precision: str = "no", debug_kill_at_step: int | None = None):
-    """Distil; resumes from ``output_dir/checkpoint``. Returns the output folder."""
-    check(lam >= 0, f"lam (the entropy weight λ) must be >= 0, got {lam}")
-    check(keep in ("all", "correct"), f"keep must be 'all' or 'correct', got {keep!r}")
-    check(lora_r is None or lora_r > 0, f"lora_r must be a positive integer (or null for full fine-tuning), got {lora_r}")
-    check(0 < mask_ratio < 1, f"mask_ratio must be in (0, 1), got {mask_ratio}")
-    check(temperature > 0, f"temperature must be > 0, got {temperature}")
-    check(block_length > 0, f"block_length must be a positive integer, got {block_length}")
-    holder = {}
+@dataclass
+class CertaintyForcing:
+    """The recipe :func:`fit` drives (training/fit.py's ``Recipe``: build, setup, loss)."""
 
-    def on_start(model):
-        holder.update(examples=load_trajectories(trajectories, model, keep), mask_id=model.mask_token_id,
-                      pad=model.tokenizer.pad_token_id or model.tokenizer.eos_token_id)
-        return len(holder["examples"])
+    trajectories: str
+    init: str
+    keep: str
+    block_length: int
+    mask_ratio: float
+    lam: float
+    temperature: float
+    name: ClassVar[str] = "certainty_forcing"
 
-    def loss_fn(model, idx, gen, device, step):
-        ids, pos, valid, answer = collate([holder["examples"][i] for i in idx], holder["pad"], device)
+    @property
+    def meta(self) -> dict:
+        return {"data": self.trajectories, "keep": self.keep, "lam": self.lam, "block_length": self.block_length,
+                "init": self.init}
+
+    def build(self):
+        return load(self.init)
+
+    def setup(self, model) -> int:
+        self.examples = load_trajectories(self.trajectories, model, self.keep)
+        self.mask_id = model.mask_token_id
+        self.pad = model.tokenizer.pad_token_id or model.tokenizer.eos_token_id
+        return len(self.examples)
+
+    def loss(self, model, indices, gen, device, step):
+        ids, pos, valid, answer = common.collate([self.examples[i] for i in indices], self.pad, device)
         gen_start = int(answer[0].int().argmax())  # prompts are left-padded: answers share a start column
-        mask, comp = views(answer, gen_start, block_length, mask_ratio, gen)
+        mask, comp = views(answer, gen_start, self.block_length, self.mask_ratio, gen)
         both = torch.cat([mask, comp])
-        noisy = torch.cat([ids, ids]).masked_fill(both, holder["mask_id"])
+        noisy = torch.cat([ids, ids]).masked_fill(both, self.mask_id)
         logits = model(noisy, torch.cat([pos, pos]), torch.cat([valid, valid]))  # the two views in one batch
         target = torch.cat([ids, ids])
         n = ids.shape[0]
-        ce_m, ent_m = certainty_loss(logits[:n], target[:n], mask, temperature)
-        ce_c, ent_c = certainty_loss(logits[n:], target[n:], comp, temperature)
-        loss_fn.last_parts = {"ce": float(ce_m + ce_c), "entropy": float(ent_m + ent_c)}
-        return ce_m + ce_c + lam * (ent_m + ent_c)
+        ce_m, ent_m = certainty_loss(logits[:n], target[:n], mask, self.temperature)
+        ce_c, ent_c = certainty_loss(logits[n:], target[n:], comp, self.temperature)
+        parts = {"ce": float((ce_m + ce_c).detach()), "entropy": float((ent_m + ent_c).detach())}
+        return ce_m + ce_c + self.lam * (ent_m + ent_c), parts
 
-    return fit(lambda: load(init), on_start, loss_fn, recipe="certainty_forcing", output_dir=output_dir,
-               meta={"data": trajectories, "keep": keep, "lam": lam, "block_length": block_length, "init": init},
-               max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
-               weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, save_every=save_every, log_every=log_every,
-               lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-               lora_targets=lora_targets or ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-               gradient_checkpointing=gradient_checkpointing, mixed_precision=mixed_precision,
-               debug_kill_at_step=debug_kill_at_step)
+
+# the reference's LLaDA settings: LoRA r = α = 128 (lora_r null: full fine-tuning), lr 2e-5 constant
+TRAIN = TrainConfig(batch_size=32, lr=2e-5, warmup_steps=0, min_lr_ratio=1.0, lora_r=128, lora_alpha=128.0)
+
+
+def run(trajectories: str, init: str, output_dir: str, keep: str = "all", block_length: int = 32,
+        mask_ratio: float = 0.5, lam: float = 2.0, temperature: float = 0.5, train: TrainConfig | dict | None = None):
+    """Distil; ``train`` holds the settings that differ from ``TRAIN``. Resumes from
+    ``output_dir/checkpoint``. Returns the output folder."""
+    train = TRAIN.updated(train)
+    check(lam >= 0, f"lam (the entropy weight λ) must be >= 0, got {lam}")
+    check(keep in ("all", "correct"), f"keep must be 'all' or 'correct', got {keep!r}")
+    check(train.lora_r is None or train.lora_r > 0,
+          f"lora_r must be a positive integer (or null for full fine-tuning), got {train.lora_r}")
+    check(0 < mask_ratio < 1, f"mask_ratio must be in (0, 1), got {mask_ratio}")
+    check(temperature > 0, f"temperature must be > 0, got {temperature}")
+    check(block_length > 0, f"block_length must be a positive integer, got {block_length}")
+    recipe = CertaintyForcing(trajectories, init, keep, block_length, mask_ratio, lam, temperature)
+    return fit(recipe, train, output_dir)

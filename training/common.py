@@ -103,6 +103,30 @@ def encode_examples(rows, tokenizer, max_answer_length: int, max_prompt_length: 
     return out, dropped
 
 
+def collate(examples, pad_id: int, device, align: int = 1):
+    """(prompt ids, answer ids) pairs -> ids, positions, valid, answer [B, L], the decode canvas's
+    layout: each row is [left padding | prompt | answer | right padding]. Prompts end together on
+    column P = max(prompt lengths rounded up to ``align``); a row is shifted left by whole
+    ``align`` blocks, so with ``align`` = the block size a column's block is the same in every row.
+    ``valid`` marks prompt and answer tokens, ``answer`` the answer tokens."""
+    def up(n: int) -> int:
+        return -(-n // align) * align
+
+    p = max(up(len(q)) for q, _ in examples)
+    width = p + max(len(q) + len(a) - up(len(q)) for q, a in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    valid = torch.zeros_like(ids, dtype=torch.bool)
+    answer = torch.zeros_like(valid)
+    for i, (prompt, ans) in enumerate(examples):
+        s = p - up(len(prompt))  # left padding
+        n = len(prompt) + len(ans)
+        ids[i, s:s + n] = torch.tensor(prompt + ans)
+        valid[i, s:s + n] = True
+        answer[i, s + len(prompt):s + n] = True
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    return ids.to(device), positions.to(device), valid.to(device), answer.to(device)
+
+
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
     """The global batch of optimiser step ``step``: a pure function of (step, seed), so a resumed
     run sees exactly the batches the uninterrupted run would have (epochs are fresh permutations)."""

@@ -1,62 +1,125 @@
 """The optimisation loop every training recipe shares: ``accelerate``, AdamW + warm-up/cosine,
 optional LoRA (merged into a plain checkpoint on save) and gradient checkpointing, atomic
 checkpoints, exact resume (batches and noise are pure functions of the step), a progress bar and
-``loss.jsonl``. A recipe supplies the model and ``loss_fn(model, indices, generator, device)``."""
+``loss.jsonl``.
+
+Its settings are one dataclass, :class:`TrainConfig`; a recipe is an object with three verbs
+(:class:`Recipe`: build, setup, loss). Each recipe module holds its defaults as ``TRAIN`` (a
+``TrainConfig``), and its YAML's ``train:`` node only the values that differ from them."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
-import os
-import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Protocol
 
 import torch
 from tqdm import tqdm
 
-from dllm.errors import check
+from dllm.errors import DllmError, check
 from dllm.loading import load, save_pretrained
 from dllm.training import common
 
+LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-def fit(build: Callable, on_start: Callable, loss_fn: Callable, *, recipe: str, output_dir: str, meta: dict,
-        max_steps: int, batch_size: int, lr: float, warmup_steps: int, min_lr_ratio: float, weight_decay: float,
-        grad_clip: float, seed: int, save_every: int, log_every: int, lora_r: int | None, lora_alpha: float,
-        lora_dropout: float, lora_targets: list | None, gradient_checkpointing: bool, mixed_precision: str,
-        debug_kill_at_step: int | None = None) -> Path:
-    """``build()`` -> a fresh DiffusionLM (the resumed checkpoint is loaded instead for full
-    fine-tuning); ``on_start(model)`` -> the number of training examples, once the model (and its
-    tokenizer) is known; ``loss_fn(model, indices, generator, device, step)`` -> scalar loss of one
-    batch. Resumes from
-    ``output_dir/checkpoint``; the final model lands in ``output_dir/final/model``."""
-    from accelerate import Accelerator
 
-    check(max_steps > 0, f"max_steps must be a positive integer, got {max_steps}")
-    check(batch_size > 0, f"batch_size must be a positive integer, got {batch_size}")
-    check(lr > 0, f"lr must be > 0, got {lr}")
-    check(isinstance(save_every, int) and save_every > 0, f"save_every must be a positive integer, got {save_every}")
-    check(isinstance(log_every, int) and log_every > 0, f"log_every must be a positive integer, got {log_every}")
+@dataclass
+class TrainConfig:
+    """Every setting of the optimisation loop. A new training knob is one field here."""
+
+    max_steps: int = 1000
+    batch_size: int = 64  # global batch: examples per optimiser step, over all processes
+    lr: float = 1e-3
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to lr × min_lr_ratio
+    min_lr_ratio: float = 0.1  # 1.0: constant after warm-up
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0  # max gradient norm; 0: no clipping
+    seed: int = 0  # batches, noise and a new model's initialisation
+    save_every: int = 200  # optimiser steps between checkpoints
+    log_every: int = 10  # optimiser steps between loss.jsonl rows
+    lora_r: int | None = 0  # LoRA rank; 0 or null: full fine-tuning
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: list(LINEAR_LAYERS))  # suffixes of the core's linears
+    gradient_checkpointing: bool = False
+    mixed_precision: str = "no"  # accelerate's: no | fp16 | bf16
+
+    def __post_init__(self):
+        check(self.max_steps > 0, f"max_steps must be a positive integer, got {self.max_steps}")
+        check(self.batch_size > 0, f"batch_size must be a positive integer, got {self.batch_size}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        for knob in ("save_every", "log_every"):
+            value = getattr(self, knob)
+            check(isinstance(value, int) and value > 0, f"{knob} must be a positive integer, got {value}")
+        check(not self.lora_r or self.lora_r > 0,
+              f"lora_r must be a positive integer (0 or null: full fine-tuning), got {self.lora_r}")
+
+    def updated(self, changes: TrainConfig | dict | None) -> TrainConfig:
+        """These settings with ``changes`` applied: a dict (a YAML ``train:`` node, a Python
+        caller's few values) changes only its keys; a TrainConfig replaces every value."""
+        if isinstance(changes, TrainConfig):
+            return changes
+        known = [f.name for f in dataclasses.fields(self)]
+        for key in changes or {}:
+            check(key in known, f"train has no setting {key!r}; the settings are {known}")
+        return dataclasses.replace(self, **dict(changes or {}))
+
+
+class Recipe(Protocol):
+    """What :func:`fit` needs from a training recipe (one class per file in ``training/``)."""
+
+    name: str  # recipe.json's "recipe" and the progress bar's label
+    meta: dict  # written into recipe.json beside the step (data, init, ...)
+
+    def build(self):
+        """-> a fresh DiffusionLM (a resumed full fine-tuning run loads its checkpoint instead)."""
+
+    def setup(self, model) -> int:
+        """Once the model and its tokenizer are known: encode the data; -> the number of examples."""
+
+    def loss(self, model, indices: list[int], generator: torch.Generator, device, step: int):
+        """-> (scalar loss of the batch ``indices``, a dict of floats logged beside it in loss.jsonl)."""
+
+
+def merged_copy(base):
+    """A LoRA-wrapped model -> a plain model with the adapters merged (the adapter keeps training)."""
+    merged = copy.deepcopy(base.core).merge_and_unload()
+    return type(base)(merged, base.tokenizer, family=base.family, mask_token_id=base.mask_token_id,
+                      eos_token_ids=base.eos_token_ids, pad_token_id=base.pad_token_id, shifted=base.shifted)
+
+
+def fit(recipe: Recipe, train: TrainConfig, output_dir: str) -> Path:
+    """Train ``recipe`` with ``train``'s settings. Resumes from ``output_dir/checkpoint``; the final
+    model lands in ``output_dir/final/model``."""
+    from accelerate import Accelerator  # heavy, and only a training run needs it
+
+    if not isinstance(train, TrainConfig):
+        raise DllmError(f"train must be a TrainConfig, got {type(train).__name__}")
     out = Path(output_dir)
     ckpt = out / "checkpoint"
-    acc = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+    acc = Accelerator(mixed_precision=train.mixed_precision, cpu=not torch.cuda.is_available())
     resumed = (ckpt / "trainer_state.pt").exists()
-    model = load(ckpt / "model") if resumed and not lora_r else build()
-    n_examples = on_start(model)
-    tokenizer = model.tokenizer
-    check(not lora_r or lora_r > 0, f"lora_r must be a positive integer (0 or null: full fine-tuning), got {lora_r}")
-    if lora_r:
-        torch.manual_seed(seed)  # the adapters' initialisation follows the recipe's seed
-        model.core = common.apply_lora(model.core, lora_r, lora_alpha, lora_dropout, list(lora_targets or []))
-    model.core.gradient_checkpointing = gradient_checkpointing
+    lora = bool(train.lora_r)
+    model = load(ckpt / "model") if resumed and not lora else recipe.build()
+    n_examples = recipe.setup(model)
+    if lora:
+        torch.manual_seed(train.seed)  # the adapters' initialisation follows the recipe's seed
+        model.core = common.apply_lora(model.core, train.lora_r, train.lora_alpha, train.lora_dropout,
+                                       list(train.lora_targets or []))
+    model.core.gradient_checkpointing = train.gradient_checkpointing
     model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
-                            betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, common.lr_lambda(warmup_steps, max_steps, min_lr_ratio))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr,
+                            weight_decay=train.weight_decay, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, common.lr_lambda(train.warmup_steps, train.max_steps,
+                                                                    train.min_lr_ratio))
     step, seconds = 0, 0.0
     if resumed:
         state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-        if lora_r:
+        if lora:
             model.core.load_state_dict(state["core"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -69,38 +132,33 @@ def fit(build: Callable, on_start: Callable, loss_fn: Callable, *, recipe: str, 
     def save(final: bool = False):
         if not acc.is_main_process:
             return
-        core = base.core
-        if lora_r:  # a merged copy in the plain format; the adapter keeps training
-            import copy
-
-            merged = copy.deepcopy(core).merge_and_unload()
-            to_save = type(base)(merged, tokenizer, family=base.family, mask_token_id=base.mask_token_id,
-                                 eos_token_ids=base.eos_token_ids, pad_token_id=base.pad_token_id, shifted=base.shifted)
-        else:
-            to_save = base
+        to_save = merged_copy(base) if lora else base  # LoRA: a merged copy in the plain format
 
         def write(tmp: Path):
             save_pretrained(to_save, tmp / "model")
+            elapsed = seconds + time.perf_counter() - started
             if not final:
                 state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                         "train_seconds": seconds + time.perf_counter() - started}
-                if lora_r:
-                    state["core"] = core.state_dict()
+                         "train_seconds": elapsed}
+                if lora:
+                    state["core"] = base.core.state_dict()
                 torch.save(state, tmp / "trainer_state.pt")
-            (tmp / "recipe.json").write_text(json.dumps({"recipe": recipe, "step": step, **meta,
-                                                         "train_seconds": seconds + time.perf_counter() - started}))
+            (tmp / "recipe.json").write_text(json.dumps({"recipe": recipe.name, "step": step, **recipe.meta,
+                                                         "train_seconds": elapsed}))
 
         common.atomic_dir(out / ("final" if final else "checkpoint"), write)
 
     started = time.perf_counter()
-    bar = tqdm(total=max_steps, initial=step, desc=recipe, disable=not acc.is_main_process)
-    while step < max_steps:
-        idx = common.batch_indices(n_examples, batch_size, step, seed)[acc.process_index::acc.num_processes]
+    bar = tqdm(total=train.max_steps, initial=step, desc=recipe.name, disable=not acc.is_main_process)
+    while step < train.max_steps:
+        idx = common.batch_indices(n_examples, train.batch_size, step, train.seed)
+        idx = idx[acc.process_index::acc.num_processes]
         with acc.autocast():
-            loss = loss_fn(model, idx, common.step_generator(seed, step, acc.process_index), acc.device, step)
+            loss, parts = recipe.loss(model, idx, common.step_generator(train.seed, step, acc.process_index),
+                                      acc.device, step)
         acc.backward(loss)
-        if grad_clip:
-            acc.clip_grad_norm_(model.parameters(), grad_clip)
+        if train.grad_clip:
+            acc.clip_grad_norm_(model.parameters(), train.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -108,12 +166,10 @@ def fit(build: Callable, on_start: Callable, loss_fn: Callable, *, recipe: str, 
         loss_value = acc.gather(loss.detach()[None]).mean().item()
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
-        if log is not None and (step % log_every == 0 or step == max_steps):
-            log.add(step=step, loss=loss_value, lr=sched.get_last_lr()[0], **getattr(loss_fn, "last_parts", {}))
-        if step % save_every == 0 or step == max_steps:
+        if log is not None and (step % train.log_every == 0 or step == train.max_steps):
+            log.add(step=step, loss=loss_value, lr=sched.get_last_lr()[0], **parts)
+        if step % train.save_every == 0 or step == train.max_steps:
             save()
-            if debug_kill_at_step is not None and step >= debug_kill_at_step:
-                os.kill(os.getpid(), signal.SIGKILL)  # tests: a real kill -9 right after a checkpoint
     bar.close()
     save(final=True)
     acc.wait_for_everyone()

@@ -16,6 +16,9 @@ the step).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 
@@ -23,7 +26,7 @@ from dllm.errors import check
 from dllm.loading import load, new_model
 from dllm.models.core import CoreConfig
 from dllm.training import common
-from dllm.training.fit import fit
+from dllm.training.fit import TrainConfig, fit
 
 
 def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None, data_rows, vocab_size: int, seed: int):
@@ -47,24 +50,6 @@ def encode_dataset(rows, tokenizer, answer_length: int, max_prompt_length: int):
                                   lambda prompt, answer: answer + [eos] * (answer_length - len(answer)))
 
 
-def collate(examples, pad_id: int, device, answer_length: int | None = None, eos: int | None = None):
-    """Left-pad prompts: ids, positions, valid [B, P+A]; answer [B, P+A] bool. ``answer_length``
-    pads the (already end-of-text padded) answers further with ``eos``."""
-    p = max(len(e[0]) for e in examples)
-    a = max(len(examples[0][1]), answer_length or 0)
-    examples = [(q, ans + [eos] * (a - len(ans))) for q, ans in examples]
-    ids = torch.full((len(examples), p + a), pad_id, dtype=torch.long)
-    valid = torch.zeros_like(ids, dtype=torch.bool)
-    answer = torch.zeros_like(valid)
-    for i, (prompt, ans) in enumerate(examples):
-        s = p - len(prompt)
-        ids[i, s:] = torch.tensor(prompt + ans)
-        valid[i, s:] = True
-        answer[i, p:] = True
-    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
-    return ids.to(device), positions.to(device), valid.to(device), answer.to(device)
-
-
 def mdlm_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id: int, eps: float = 1e-3):
     """LLaDA SFT loss for one batch (see the module docstring). Returns a scalar."""
     b = ids.shape[0]
@@ -79,44 +64,61 @@ def mdlm_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_i
     return per_example.mean()
 
 
+@dataclass
+class MdlmSft:
+    """The recipe :func:`fit` drives (training/fit.py's ``Recipe``: build, setup, loss)."""
+
+    data: str
+    rows: list
+    init: str | None
+    arch: dict | None
+    tokenizer_from: str | None
+    vocab_size: int
+    answer_length: int
+    answer_lengths: list[int]
+    max_prompt_length: int
+    seed: int
+    name: ClassVar[str] = "mdlm_sft"
+
+    @property
+    def meta(self) -> dict:
+        return {"data": self.data}
+
+    def build(self):
+        return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed)
+
+    def setup(self, model) -> int:
+        self.examples, dropped = encode_dataset(self.rows, model.tokenizer, self.answer_length, self.max_prompt_length)
+        if dropped:
+            print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
+        tok = model.tokenizer
+        self.eos, self.pad, self.mask_id = tok.eos_token_id, tok.pad_token_id or tok.eos_token_id, model.mask_token_id
+        return len(self.examples)
+
+    def loss(self, model, indices, gen, device, step):
+        # answers are end-of-text padded to this step's length (a pure function of the step, so a
+        # resumed run pads exactly as the uninterrupted one): mixing lengths teaches the model the
+        # canvas sizes it meets at generation time
+        draw = torch.randint(len(self.answer_lengths), (1,), generator=common.step_generator(self.seed + 1, step))
+        pad_to = self.answer_lengths[int(draw)]
+        batch = [(q, a + [self.eos] * (pad_to - len(a))) for q, a in (self.examples[i] for i in indices)]
+        return mdlm_loss(model, *common.collate(batch, self.pad, device), gen, self.mask_id), {}
+
+
+TRAIN = TrainConfig()  # the recipe's training defaults: TrainConfig's own
+
+
 def run(data: str, output_dir: str, init: str | None = None, arch: dict | None = None, tokenizer_from: str | None = None,
         vocab_size: int = 1024, answer_length: int = 32, answer_lengths: list | None = None,
-        max_prompt_length: int = 128, max_steps: int = 1000,
-        batch_size: int = 64, lr: float = 1e-3, warmup_steps: int = 100, min_lr_ratio: float = 0.1,
-        weight_decay: float = 0.01, grad_clip: float = 1.0, seed: int = 0, save_every: int = 200, log_every: int = 10,
-        lora_r: int = 0, lora_alpha: float = 16.0, lora_dropout: float = 0.0, lora_targets: list | None = None,
-        gradient_checkpointing: bool = False, mixed_precision: str = "no", debug_kill_at_step: int | None = None):
-    """Train; resumes from ``output_dir/checkpoint`` when it exists. Returns the output folder."""
+        max_prompt_length: int = 128, train: TrainConfig | dict | None = None):
+    """Train; ``train`` holds the settings that differ from ``TRAIN``. Resumes from
+    ``output_dir/checkpoint`` when it exists. Returns the output folder."""
+    train = TRAIN.updated(train)
     check(answer_length > 0, f"answer_length must be a positive integer, got {answer_length}")
     lengths = [int(n) for n in (answer_lengths or [answer_length])]
     check(all(n >= answer_length for n in lengths),
           f"answer_lengths must all be >= answer_length ({answer_length}), got {lengths}")
     rows = list(common.load_records(data))
-    holder = {}
-
-    def build():
-        return build_model(init, arch, tokenizer_from, rows, vocab_size, seed)
-
-    def on_start(model):
-        examples, dropped = encode_dataset(rows, model.tokenizer, answer_length, max_prompt_length)
-        if dropped:
-            print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
-        holder.update(examples=examples, tokenizer=model.tokenizer, mask_id=model.mask_token_id)
-        return len(examples)
-
-    def loss_fn(model, idx, gen, device, step):
-        tok = holder["tokenizer"]
-        # answers are end-of-text padded to this step's length (a pure function of the step, so a
-        # resumed run pads exactly as the uninterrupted one): mixing lengths teaches the model the
-        # canvas sizes it meets at generation time
-        pad_to = lengths[int(torch.randint(len(lengths), (1,), generator=common.step_generator(seed + 1, step)))]
-        batch = collate([holder["examples"][i] for i in idx], tok.pad_token_id or tok.eos_token_id, device,
-                        answer_length=pad_to, eos=tok.eos_token_id)
-        return mdlm_loss(model, *batch, gen, holder["mask_id"])
-
-    return fit(build, on_start, loss_fn, recipe="mdlm_sft", output_dir=output_dir,
-               meta={"data": data}, max_steps=max_steps, batch_size=batch_size, lr=lr, warmup_steps=warmup_steps,
-               min_lr_ratio=min_lr_ratio, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed,
-               save_every=save_every, log_every=log_every, lora_r=lora_r, lora_alpha=lora_alpha,
-               lora_dropout=lora_dropout, lora_targets=lora_targets, gradient_checkpointing=gradient_checkpointing,
-               mixed_precision=mixed_precision, debug_kill_at_step=debug_kill_at_step)
+    recipe = MdlmSft(data, rows, init, arch, tokenizer_from, vocab_size, answer_length, lengths, max_prompt_length,
+                     train.seed)
+    return fit(recipe, train, output_dir)
