@@ -39,12 +39,12 @@ def task_rows(spec: str) -> list[dict]:
     """``tasks:<names>:<n>`` -> the first n train items of each task as prompt/response rows.
     ``<names>`` is ``tiny`` (the embedded model's suite; reasoning-gym tasks only when installed)
     or task names joined by ``+``; a name may carry its own count (``waiting_line/sort=40000``)."""
-    from dllm.eval.tasks import REASONING_TASKS, TINY_TASKS, get_task
+    from dllm.eval.tasks import get_task, task_list
 
     parts = spec.split(":")
     check(len(parts) == 3 and parts[2].isdigit(), f"data 'tasks:<names>:<n>' expected, got {spec!r}")
     if parts[1] == "tiny":  # the embedded model's training suite: list operations and 4x4 puzzles
-        names = [t for t in TINY_TASKS if t not in REASONING_TASKS]
+        names = task_list("trained")
     else:
         names = parts[1].split("+")
     rows = []

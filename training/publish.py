@@ -12,7 +12,10 @@ import json
 import shutil
 from pathlib import Path
 
+from dllm.eval.runner import evaluate, markdown_table
+from dllm.eval.tasks import task_list
 from dllm.loading import ASSETS, load
+from dllm.samplers import LLaDASampler
 
 
 DEFAULT_DESCRIPTION = """A small masked-diffusion language model in the **LLaDA checkpoint format** (config keys `d_model`,
@@ -68,10 +71,6 @@ def _stage_ends(files: list[Path]) -> list[int]:
 
 def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_length: int = 32, notes: str = "",
             earlier_runs: tuple[str, ...] = (), description: str | None = None) -> Path:
-    from dllm.apps.eval import task_list
-    from dllm.eval.runner import evaluate, markdown_table
-    from dllm.samplers import LLaDASampler
-
     run = Path(run_dir)
     src = run / "final" if (run / "final" / "model").exists() else run / "checkpoint"
     dest = ASSETS / name

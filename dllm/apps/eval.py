@@ -6,24 +6,12 @@ import json
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from dllm.apps.common import build, one_line_errors
 from dllm.errors import check
 from dllm.eval.resume import model_settings
-
-
-def task_list(tasks) -> list[str]:
-    from dllm.eval.tasks import REASONING_TASKS, TINY_TASKS, get_task, reasoning_gym_available
-
-    if isinstance(tasks, str) and tasks == "tiny":  # the whole small-model suite
-        return [t for t in TINY_TASKS if t not in REASONING_TASKS or reasoning_gym_available()]
-    if isinstance(tasks, str) and tasks == "trained":  # what dllm-tiny was trained on
-        return [t for t in TINY_TASKS if t not in REASONING_TASKS]
-    names = list(tasks) if isinstance(tasks, (list, ListConfig)) else [str(tasks)]
-    for n in names:
-        get_task(n)  # one-line error for an unknown name
-    return names
+from dllm.eval.tasks import task_list  # noqa: F401  (bench, bench_cache and bench_serve import it from here)
 
 
 def gen_kwargs(cfg: DictConfig) -> dict:

@@ -33,6 +33,19 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
+def task_list(tasks) -> list[str]:
+    """A ``tasks`` setting -> task names: ``tiny`` (the whole small-model suite; reasoning-gym tasks
+    when installed), ``trained`` (what dllm-tiny was trained on), one name or a list of names."""
+    if tasks == "tiny":
+        return [t for t in TINY_TASKS if t not in REASONING_TASKS or reasoning_gym_available()]
+    if tasks == "trained":
+        return [t for t in TINY_TASKS if t not in REASONING_TASKS]
+    names = [str(tasks)] if isinstance(tasks, str) or not hasattr(tasks, "__iter__") else [str(t) for t in tasks]
+    for n in names:
+        get_task(n)  # one-line error for an unknown name
+    return names
+
+
 __all__ = [
     "Item",
     "Task",
@@ -40,5 +53,6 @@ __all__ = [
     "TINY_TASKS",
     "REASONING_TASKS",
     "get_task",
+    "task_list",
     "reasoning_gym_available",
 ]
