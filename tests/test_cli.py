@@ -76,3 +76,19 @@ def test_generate_output_is_never_half_written(checkpoints, tmp_path):
     r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", "prompt=the cat", "gen_length=8",
                  "block_length=8", f"output={tmp_path}/missing/out.jsonl")
     assert r.returncode == 2 and "output" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_bench_without_matplotlib_is_one_line():
+    """matplotlib is the optional `plots` extra: without it `dllm bench` says so in one line, before it runs."""
+    code = ("import sys\n"
+            "class NoMatplotlib:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'matplotlib':\n"
+            "            raise ImportError(name)\n"
+            "sys.meta_path.insert(0, NoMatplotlib())\n"
+            "sys.argv = ['dllm', 'bench', 'n_items=1']\n"
+            "from dllm.cli import main\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "dllm[plots]" in r.stderr and "Traceback" not in r.stderr

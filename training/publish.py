@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from dllm.eval.plots import pyplot
 from dllm.eval.runner import evaluate, markdown_table
 from dllm.eval.tasks import task_list
 from dllm.loading import ASSETS, load
@@ -31,10 +32,7 @@ LOSS_LABEL = {"mdlm_sft": "MDLM loss (1/t weighted)", "ar_sft": "next-token cros
 
 def loss_plot(loss_files: list[Path], png: Path, title: str, ylabel: str = LOSS_LABEL["mdlm_sft"]) -> None:
     """Loss of one or more consecutive stages (each stage's steps continue the previous one's)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps, losses, offset = [], [], 0
     for f in loss_files:

@@ -10,12 +10,14 @@ from omegaconf import DictConfig, OmegaConf
 from dllm.apps.common import build, one_line_errors
 from dllm.apps.eval import task_list
 from dllm.errors import check
+from dllm.eval import plots
 
 
 @one_line_errors
 def run(cfg: DictConfig) -> None:
     from dllm.eval.bench import bench, write_outputs
 
+    plots.require()  # the Pareto figure is drawn at the end: say so before the run, not after
     check(cfg.baseline in cfg.samplers, f"baseline must be one of the samplers {list(cfg.samplers)}, got {cfg.baseline!r}")
     check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
     tasks = task_list(cfg.tasks)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from dllm.apps.common import one_line_errors
 from dllm.errors import DllmError, check
 from dllm.apps.eval import task_list
+from dllm.eval.plots import pyplot
 from dllm.eval.tasks import get_task
 
 
@@ -177,10 +178,7 @@ def write_report(cfg: DictConfig, rows: list[dict], n: int, servers) -> None:
 
 
 def plot(rows: list[dict], labels: list[str], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for label in labels:

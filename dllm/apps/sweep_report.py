@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from dllm.errors import DllmError
+from dllm.eval.plots import pyplot
 
 COLUMNS = ["run", "accuracy", "nfe", "tokens_per_forward", "real_tokens_per_forward", "tokens_per_second", "latency",
            "items", "cache", "block_length", "gen_length", "model", "sampler"]
@@ -42,10 +43,7 @@ def short_labels(rows: list[dict]) -> dict[str, str]:
 
 
 def plot(rows: list[dict], x: str, label: str, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     front = pareto(rows, x)
     names = short_labels(rows)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dllm.eval.plots import pyplot
 from dllm.eval.runner import run_batch, summarize
 from dllm.eval.tasks import get_task
 from dllm.samplers import OracleSampler
@@ -81,10 +82,7 @@ def bench_table(result: dict[str, dict[str, dict]], baseline: str) -> str:
 
 
 def pareto_plot(result: dict[str, dict[str, dict]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for name, per_task in result.items():

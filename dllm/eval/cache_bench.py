@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from dllm.eval.bench import bench
+from dllm.eval.plots import pyplot
 from dllm.eval.tasks import get_task
 from dllm.generate import generate
 
@@ -178,10 +179,7 @@ def tables(result: dict, profiles: dict) -> str:
 
 
 def step_plot(result: dict, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     lengths = list(result)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from dllm.eval.plots import pyplot
 from dllm.generate import Trace
 
 
@@ -30,10 +31,7 @@ def _grid(trace: Trace):
 
 
 def render_png(trace: Trace, texts: list[str], path: str | Path, title: str = "") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib import colormaps
 
     g, width, rows = _grid(trace)
