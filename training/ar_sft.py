@@ -41,9 +41,9 @@ def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None,
     check(family in AR_FAMILIES, f"family must be one of {AR_FAMILIES}, got {family!r}")
     tokenizer = common.new_tokenizer(tokenizer_from, data_rows, vocab_size)
     vocab = tokenizer.get_vocab()
-    cfg = CoreConfig(vocab_size=len(tokenizer), attention="block_causal", block_size=1,
+    shape = CoreConfig(vocab_size=len(tokenizer), attention="block_causal", block_size=1,
                      qkv_bias=family == "qwen2", **arch)
-    return new_model(cfg, tokenizer, family, vocab[tokenizer.mask_token], [tokenizer.eos_token_id],
+    return new_model(shape, tokenizer, family, vocab[tokenizer.mask_token], [tokenizer.eos_token_id],
                      tokenizer.eos_token_id, seed=seed)
 
 

@@ -204,5 +204,5 @@ def apply_lora(core: torch.nn.Module, r: int, alpha: float, dropout: float, targ
     linear = sorted({n.split(".")[-1] for n, m in core.named_modules() if isinstance(m, torch.nn.Linear)})
     for t in targets:
         check(t in linear, f"lora target {t!r} matches no module; the model's linear layers are {linear}")
-    cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
-    return get_peft_model(core, cfg)
+    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+    return get_peft_model(core, lora)

@@ -37,8 +37,8 @@ def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None,
     check(arch is not None, "give init=<model> to fine-tune or arch={...} to train a new model")
     tokenizer = common.new_tokenizer(tokenizer_from, data_rows, vocab_size)
     vocab = tokenizer.get_vocab()
-    cfg = CoreConfig(vocab_size=len(tokenizer), attention="bidirectional", **arch)
-    return new_model(cfg, tokenizer, "llada", vocab[tokenizer.mask_token], [tokenizer.eos_token_id],
+    shape = CoreConfig(vocab_size=len(tokenizer), attention="bidirectional", **arch)
+    return new_model(shape, tokenizer, "llada", vocab[tokenizer.mask_token], [tokenizer.eos_token_id],
                      tokenizer.eos_token_id, seed=seed)
 
 

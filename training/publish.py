@@ -79,13 +79,13 @@ def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_lengt
     loss_plot([Path(r) / "loss.jsonl" for r in earlier_runs] + [run / "loss.jsonl"], dest / "loss.png", name,
               LOSS_LABEL.get(recipe.get("recipe"), "loss"))
     model = load(str(dest))
-    cfg = model.core.cfg
+    arch = model.core.cfg
     # decode as the model was trained: LLaDA one block; block diffusion its blocks with the exact
     # block cache; an AR model (blocks of one token) one token per forward with its KV cache
-    if cfg.attention == "block_causal":
-        block, cache = (gen_length if cfg.autoregressive else cfg.block_size), "block"
-        kind = ("causal (autoregressive)" if cfg.autoregressive
-                else f"block-causal (blocks of {cfg.block_size}, aligned to absolute positions)")
+    if arch.attention == "block_causal":
+        block, cache = (gen_length if arch.autoregressive else arch.block_size), "block"
+        kind = ("causal (autoregressive)" if arch.autoregressive
+                else f"block-causal (blocks of {arch.block_size}, aligned to absolute positions)")
     else:
         block, cache, kind = gen_length, "none", "bidirectional"
     params = sum(p.numel() for p in model.core.parameters())
@@ -99,7 +99,7 @@ def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_lengt
 
 | | |
 |---|---|
-| architecture | {kind} transformer ({model.family} format), {cfg.num_layers} layers, d_model {cfg.hidden_size}, {cfg.num_heads} heads ({cfg.num_kv_heads} KV heads), SwiGLU {cfg.intermediate_size}, RoPE θ {cfg.rope_theta:g} |
+| architecture | {kind} transformer ({model.family} format), {arch.num_layers} layers, d_model {arch.hidden_size}, {arch.num_heads} heads ({arch.num_kv_heads} KV heads), SwiGLU {arch.intermediate_size}, RoPE θ {arch.rope_theta:g} |
 | parameters | {params / 1e6:.2f} M ({size_mb:.1f} MB float32 safetensors) |
 | tokenizer | BPE, {len(model.tokenizer)} tokens, digits split one per token; `{model.tokenizer.convert_ids_to_tokens(model.mask_token_id)}` {model.mask_token_id}, `{model.tokenizer.convert_ids_to_tokens(model.eos_token_ids[0])}` {model.eos_token_ids[0]} |
 | data | `{recipe["data"]}` — training split of the task suite (test items never seen) |
