@@ -16,6 +16,7 @@ COMMANDS = {
     "serve": ("dllm.apps.serve", "an OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"),
     "serve_ray": ("dllm.apps.serve_ray", "dllm serve on N Ray Serve replicas (the serve-ray extra)"),
     "bench_serve": ("dllm.apps.bench_serve", "dllm serve under load vs one request at a time; table in bench/serve"),
+    "bench_ar": ("dllm.apps.bench_ar", "a real AR model: dllm's loop vs transformers' generate; table in bench/real_ar"),
     "bench_cache": ("dllm.apps.bench_cache", "KV caches x samplers at several generation lengths; table + plot"),
 }
 

@@ -25,8 +25,11 @@ def window_attention_reference(q, k_cache, v_cache, rows, kv_len, q_pos0, block_
     else:
         k, v = k_cache[rows, :, :s], v_cache[rows, :, :s]  # [n, Hkv, S, D]
     vis = visible(kv_len, q_pos0, lq, s, block_size)
-    empty = ~vis.any(-1, keepdim=True)  # [n, 1, Lq, 1]: no visible key
     dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    if bool(vis.all()):  # every slot visible (an AR step, equal rows): no mask, SDPA's fast path
+        return F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), scale=scale,
+                                              enable_gqa=k.shape[1] != h).to(q.dtype)
+    empty = ~vis.any(-1, keepdim=True)  # [n, 1, Lq, 1]: no visible key
     out = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), attn_mask=vis | empty, scale=scale,
                                          enable_gqa=k.shape[1] != h)
     return out.masked_fill(empty, 0.0).to(q.dtype)
