@@ -33,8 +33,13 @@ def run(cfg: DictConfig) -> None:
         announce()
     job_dir = sweep_job_dir()
     output = job_dir / "items.jsonl" if job_dir else cfg.output  # a sweep run keeps its items in its own folder
+    settings = {}
+    if any(t.startswith("parallelbench/") for t in tasks):  # whose items: ours, or the user's copy of the benchmark's
+        from dllm.eval.tasks import use_parallelbench_items
+
+        settings["parallelbench_items"] = use_parallelbench_items(cfg.get("data_dir"), cfg.get("hub_dataset"))
     model, sampler = build(cfg.model), build(cfg.sampler)
-    settings = {"model": model_settings(cfg.model)}
+    settings["model"] = model_settings(cfg.model)
     per_task = evaluate(model, sampler, tasks, cfg.n_items, gen_kwargs(cfg), cfg.batch_size, output, settings=settings)
     from dllm.eval.runner import dist_state
 
@@ -43,7 +48,8 @@ def run(cfg: DictConfig) -> None:
     table = markdown_table(per_task)
     print(table)
     s = per_task["all"]
-    print(f"[{sampler!r}] accuracy {s['accuracy']:.1f} % | NFE {s['nfe']:.1f} | tokens/forward "
+    strict = f" (strict {s['strict_accuracy']:.1f} % where scored)" if "strict_accuracy" in s else ""
+    print(f"[{sampler!r}] accuracy {s['accuracy']:.1f} %{strict} | NFE {s['nfe']:.1f} | tokens/forward "
           f"{s['tokens_per_forward']:.2f} | {s['tokens_per_second']:.1f} tok/s | latency {s['latency']:.3f} s")
     if cfg.summary:
         Path(cfg.summary).parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ from tqdm import tqdm
 from dllm.errors import DllmError, check
 from dllm.eval.resume import check_settings, output_lock, run_settings, write_settings
 from dllm.eval.tasks import Item, get_task
-from dllm.generate import generate
+from dllm.eval.tasks.parallelbench import chat_ids
+from dllm.generate import encode_prompts, generate
 
 
 def item_key(row: dict) -> tuple[str, int]:
@@ -37,13 +38,28 @@ def read_done(path: Path | None) -> dict[tuple[str, int], dict]:
     return done
 
 
+def prompts_of(model, items: list[Item], chat_template: bool | None = None) -> list:
+    """What ``generate`` gets: the prompt texts, or, when an item is a chat (``meta["messages"]``,
+    ParallelBench's example turn + instruction), token ids — the chat through the tokenizer's
+    template, or its plain-text rendering (``item.prompt``) for a tokenizer without one."""
+    if not any("messages" in it.meta for it in items):
+        return [it.prompt for it in items]
+    tok = model.tokenizer
+    use_chat = bool(getattr(tok, "chat_template", None)) if chat_template is None else chat_template
+    return [chat_ids(tok, it.meta["messages"]) if use_chat and "messages" in it.meta
+            else encode_prompts(tok, [it.prompt], False if "messages" in it.meta else chat_template)[0]
+            for it in items]
+
+
 def run_batch(model, sampler, items: list[Item], gen: dict, reference=None) -> tuple[list[dict], object]:
-    """Decode one batch of items; return per-item rows (scored) and the raw result."""
-    res = generate(model, [it.prompt for it in items], sampler, reference=reference, **gen)
+    """Decode one batch of items; return per-item rows (scored) and the raw result. A task that
+    reports further scores (ParallelBench's strict score) adds them to the row beside ``score``."""
+    res = generate(model, prompts_of(model, items, gen.get("chat_template")), sampler, reference=reference, **gen)
     rows = []
     for it, text, st in zip(items, res.text, res.stats):
+        scores = {k: float(v) for k, v in get_task(it.task).scores(it, text).items()}
         rows.append({"task": it.task, "prompt": it.prompt, "reference": it.reference, "output": text,
-                     "score": float(get_task(it.task).score(it, text)), "nfe": st.nfe,
+                     **scores, "nfe": st.nfe,
                      "committed": st.committed, "gen_tokens": st.gen_tokens, "forward_tokens": st.forward_tokens,
                      "tokens_per_forward": st.tokens_per_forward, "real_tokens_per_forward": st.real_tokens_per_forward,
                      "time": st.wall_time, "batch_size": len(items)})
@@ -69,7 +85,14 @@ def summarize(rows: list[dict]) -> dict:
         "wall_time": wall,
         "forward_tokens": sum(r.get("forward_tokens", 0) for r in rows) / n,
         "same_as_baseline": 100.0 * sum(r.get("same", True) for r in rows) / n,
+        **strict_accuracy(rows),
     }
+
+
+def strict_accuracy(rows: list[dict]) -> dict:
+    """A benchmark's strict score beside its lenient one, over the rows that have it."""
+    strict = [r["score_strict"] for r in rows if "score_strict" in r]
+    return {"strict_accuracy": 100.0 * sum(strict) / len(strict)} if strict else {}
 
 
 def dist_state():
@@ -170,17 +193,26 @@ def _evaluate(model, sampler, tasks, n_items, gen, batch_size, out_path, progres
         if part:
             part.unlink(missing_ok=True)  # merged into out_path
     per_task = {name: summarize([r for k, r in done.items() if k[0] == name and k[1] < n_items]) for name in tasks}
+    for name in tasks:
+        if per_task[name]:
+            per_task[name]["provenance"] = get_task(name).provenance
     per_task["all"] = summarize([r for k, r in done.items() if k[0] in tasks and k[1] < n_items])
     return per_task
 
 
 def markdown_table(per_task: dict[str, dict], label: str | None = None) -> str:
-    cols = ["accuracy", "nfe", "tokens_per_forward", "real_tokens_per_forward", "tokens_per_second", "latency"]
-    head = ["task"] + ([label] if label else []) + ["acc %", "NFE", "tok/fwd", "real tok/fwd", "tok/s", "latency s"]
+    """One row per task: its provenance ("ours", "official format", "official items"; see
+    dllm/eval/tasks/base.py), accuracy, a strict-accuracy column when some task reports one
+    (ParallelBench: lenient "acc %" and strict side by side), then speed."""
+    strict = any("strict_accuracy" in s for s in per_task.values() if s)
+    cols = ["accuracy"] + (["strict_accuracy"] if strict else []) + [
+        "nfe", "tokens_per_forward", "real_tokens_per_forward", "tokens_per_second", "latency"]
+    head = (["task", "source"] + ([label] if label else []) + ["acc %"] + (["strict acc %"] if strict else [])
+            + ["NFE", "tok/fwd", "real tok/fwd", "tok/s", "latency s"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in per_task.items():
         if not s:
             continue
-        vals = [f"{s[c]:.1f}" if c == "accuracy" else f"{s[c]:.2f}" for c in cols]
-        lines.append("| " + " | ".join([name] + ([label] if label else []) + vals) + " |")
+        vals = [("–" if c not in s else f"{s[c]:.1f}") if c.endswith("accuracy") else f"{s[c]:.2f}" for c in cols]
+        lines.append("| " + " | ".join([name, s.get("provenance", "")] + ([label] if label else []) + vals) + " |")
     return "\n".join(lines)

@@ -31,6 +31,9 @@ class Task(ABC):
     """A named task: deterministic items per split and a scorer for one model output."""
 
     name: str
+    # Where the items, prompts and scorer come from, named in dllm eval's summary: "ours" (dllm's own
+    # format), "official format" (our items, a benchmark's prompts and scorer), "official items".
+    provenance: str = "ours"
 
     @abstractmethod
     def items(self, split: str, n: int) -> list[Item]:
@@ -39,6 +42,11 @@ class Task(ABC):
     @abstractmethod
     def score(self, item: Item, output: str) -> float:
         """1.0 for a correct output, 0.0 otherwise (or a partial score where the task defines one)."""
+
+    def scores(self, item: Item, output: str) -> dict[str, float]:
+        """``{"score": score(...)}`` plus any further scores the task reports beside it (a benchmark's
+        strict score as ``score_strict``)."""
+        return {"score": self.score(item, output)}
 
 
 def check_split(task: str, split: str, n: int) -> None:
