@@ -156,3 +156,16 @@ def test_multi_block_refuses_a_fixed_window_sampler(tmp_path):
     with pytest.raises(dllm.DllmError, match="multi_block < 1 widens the window"):
         dllm.generate(model_for("llada"), PROMPTS[:1], Learn2PDSampler(filter=str(folder)), gen_length=16,
                       block_length=8, multi_block=0.5)
+
+
+def test_schedule_sees_each_blocks_mask_count_from_the_first_block_on():
+    """LLaDA's schedule reads the block's mask count at its start: steps=16 over one block of 32
+    commits two tokens per forward from the very first block (16 forwards, not 32)."""
+    model = model_for("llada")
+    out = dllm.generate(model, [[5, 6, 7]], LLaDASampler(), gen_length=32, block_length=32, steps=16,
+                        stop_at_eos=False, trace=True)
+    assert out.stats[0].nfe == 16
+    assert sorted(torch.bincount(out.trace[0].step)[1:].tolist()) == [2] * 16
+    two = dllm.generate(model, [[5, 6, 7]], LLaDASampler(), gen_length=32, block_length=16, steps=8,
+                        stop_at_eos=False)
+    assert two.stats[0].nfe == 8

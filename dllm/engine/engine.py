@@ -66,7 +66,7 @@ class Engine:
         self.forward.attach(row)
         row.k, row.span = 0, 1
         self.rows.append(row)
-        if self.advance(row)[0]:
+        if self.advance(row, start=True)[0]:
             self.leave(row)
         return row
 
@@ -89,12 +89,12 @@ class Engine:
         gen = self.board.gen[row.slot, a:b]
         return int(((self.board.x[row.slot, a:b] == self.board.mask_id) & gen).sum()), int(gen.sum())
 
-    def advance(self, row: Row) -> tuple[bool, bool]:
+    def advance(self, row: Row, start: bool = False) -> tuple[bool, bool]:
         """Bring the row's span up to date: drop clean windows at its front (the next one becomes
         active: a new block for the schedule), then let the following window join once the active
         one is committed past ``multi_block`` (multi-block decoding; 1 = never: block by block).
-        -> (no window left, a new block started)."""
-        new = False
+        -> (no window left, a new block started). ``start``: the row's first window is new too."""
+        new = start
         while row.k < len(row.windows) and not self.counts(row, row.k)[0]:
             row.k, row.span, new = row.k + 1, max(1, row.span - 1), True
         if row.k == len(row.windows):

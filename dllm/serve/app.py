@@ -57,17 +57,8 @@ class Metrics:
         self.latency.observe(latency)
 
 
-def parse_request(body: dict, state, chat: bool) -> Job:
-    """Validate an OpenAI body (plus the dLLM fields) into a scheduler job; ApiError names the field."""
-    cfg = state.cfg
-    unknown = sorted(set(body) - KNOWN)
-    if unknown:
-        raise ApiError(400, f"unknown field {unknown[0]!r}; allowed: {sorted(KNOWN)}", unknown[0])
-    if body.get("model") not in (None, state.name):
-        raise ApiError(404, f"model {body.get('model')!r} is not served here; available: [{state.name!r}]", "model",
-                       "model_not_found")
-    if int(body.get("n") or 1) != 1:
-        raise ApiError(400, "n must be 1", "n")
+def prompt_ids(body: dict, state, chat: bool) -> list[int]:
+    """The request's prompt as ids: chat turns through the tokenizer's template, or the prompt text."""
     tok = state.model.tokenizer
     if chat:
         msgs = body.get("messages")
@@ -78,20 +69,19 @@ def parse_request(body: dict, state, chat: bool) -> Job:
                            "messages")
         if getattr(tok, "chat_template", None):
             ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
-            ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-        else:  # no template: the turns as plain text
-            ids = encode_prompts(tok, ["\n".join(m["content"] for m in msgs)], chat_template=False)[0]
-    else:
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ApiError(400, "prompt must be a non-empty string", "prompt")
-        ids = encode_prompts(tok, [prompt], chat_template=cfg.chat_template)[0]
-    max_tokens = body.get("max_tokens") or cfg.default_max_tokens
-    if not isinstance(max_tokens, int) or not 0 < max_tokens <= cfg.max_tokens_limit:
-        raise ApiError(400, f"max_tokens must be an integer in [1, {cfg.max_tokens_limit}], got {max_tokens!r}",
-                       "max_tokens")
+            return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        return encode_prompts(tok, ["\n".join(m["content"] for m in msgs)], chat_template=False)[0]  # no template
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ApiError(400, "prompt must be a non-empty string", "prompt")
+    return encode_prompts(tok, [prompt], chat_template=state.cfg.chat_template)[0]
+
+
+def request_sampler(body: dict, state):
+    """The sampler a request names (default: the server's), its knobs checked by its constructor.
+    Samplers are pure: equal knobs share one instance, so their rows share one sampler call."""
     name = body.get("sampler") or state.sampler_name
     if name not in SAMPLERS:
         raise ApiError(400, f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}", "sampler")
@@ -104,32 +94,53 @@ def parse_request(body: dict, state, chat: bool) -> Job:
         if body.get(field) is not None:
             knobs[field] = body[field]
     key = (name, json.dumps(knobs, sort_keys=True, default=str))
-    sampler = state.samplers.get(key)
-    if sampler is None:  # samplers are pure: equal knobs share one instance, so their rows share a call
+    if key not in state.samplers:
         try:
-            sampler = state.samplers.setdefault(key, SAMPLERS[name](**knobs))
+            state.samplers.setdefault(key, SAMPLERS[name](**knobs))
         except (DllmError, TypeError, ValueError) as e:
             raise ApiError(400, f"sampler {name}: {str(e).splitlines()[0]}", "sampler_args") from e
+    return state.samplers[key]
+
+
+def decode_settings(body: dict, state, sampler, n_prompt: int):
+    """Answer area, window, cache and multi-block checked as ``dllm generate`` checks them."""
+    cfg = state.cfg
+    max_tokens = body.get("max_tokens") or cfg.default_max_tokens
+    if not isinstance(max_tokens, int) or not 0 < max_tokens <= cfg.max_tokens_limit:
+        raise ApiError(400, f"max_tokens must be an integer in [1, {cfg.max_tokens_limit}], got {max_tokens!r}",
+                       "max_tokens")
     block_length = body.get("block_length", cfg.block_length)
     if not (block_length is None or (isinstance(block_length, int) and not isinstance(block_length, bool)
                                      and block_length > 0)):
         raise ApiError(400, f"block_length must be a positive integer, got {block_length!r}", "block_length")
-    cache = body.get("cache") or cfg.cache
-    window = decode_window(state.model, block_length)
-    gen_length = -(-max_tokens // window) * window  # the answer area: whole blocks
-    try:  # the checks `dllm generate` runs, with the same messages
-        s = settings(state.model, sampler, gen_length=gen_length, block_length=block_length, cache=cache,
-                     multi_block=body.get("multi_block", 1.0))
-        check(len(ids) + gen_length <= state.model.max_length,
-              f"prompt ({len(ids)} tokens) + max_tokens rounded to whole blocks ({gen_length}) exceeds the model's "
+    gen_length = -(-max_tokens // decode_window(state.model, block_length)) * decode_window(state.model, block_length)
+    try:
+        s = settings(state.model, sampler, gen_length=gen_length, block_length=block_length,
+                     cache=body.get("cache") or cfg.cache, multi_block=body.get("multi_block", 1.0))
+        check(n_prompt + gen_length <= state.model.max_length,
+              f"prompt ({n_prompt} tokens) + max_tokens rounded to whole blocks ({gen_length}) exceeds the model's "
               f"max_length {state.model.max_length}")
     except DllmError as e:
         msg = str(e)
-        param = next((f for f in ("multi_block", "cache") if f in msg), "block_length")
-        raise ApiError(400, msg, param) from e
+        raise ApiError(400, msg, next((f for f in ("multi_block", "cache") if f in msg), "block_length")) from e
+    return s
+
+
+def parse_request(body: dict, state, chat: bool) -> Job:
+    """Validate an OpenAI body (plus the dLLM fields) into a scheduler job; ApiError names the field."""
+    unknown = sorted(set(body) - KNOWN)
+    if unknown:
+        raise ApiError(400, f"unknown field {unknown[0]!r}; allowed: {sorted(KNOWN)}", unknown[0])
+    if body.get("model") not in (None, state.name):
+        raise ApiError(404, f"model {body.get('model')!r} is not served here; available: [{state.name!r}]", "model",
+                       "model_not_found")
+    if int(body.get("n") or 1) != 1:
+        raise ApiError(400, "n must be 1", "n")
+    ids = prompt_ids(body, state, chat)
+    s = decode_settings(body, state, request_sampler(body, state), len(ids))
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
-    if not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+    if not (isinstance(stop, list) and all(isinstance(x, str) for x in stop)):
         raise ApiError(400, "stop must be a string or a list of strings", "stop")
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
@@ -140,6 +151,72 @@ def parse_request(body: dict, state, chat: bool) -> Job:
 def error_response(e: ApiError) -> JSONResponse:
     return JSONResponse({"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.status}},
                         status_code=e.status)
+
+
+class Reply:
+    """One request's answer in OpenAI's shapes (completion or chat; whole or as stream chunks)."""
+
+    def __init__(self, chat: bool, model: str):
+        self.chat, self.model, self.created = chat, model, int(time.time())
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        self.object = "chat.completion" if chat else "text_completion"
+
+    def choice(self, text: str, finish: str | None, stream: bool) -> dict:
+        if self.chat:
+            return {"index": 0, "delta" if stream else "message": {"role": "assistant", "content": text},
+                    "finish_reason": finish}
+        return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+
+    @staticmethod
+    def usage(done: dict) -> dict:
+        return {"prompt_tokens": done["prompt_tokens"], "completion_tokens": done["completion_tokens"],
+                "total_tokens": done["prompt_tokens"] + done["completion_tokens"]}
+
+    def body(self, done: dict) -> dict:
+        return {"id": self.id, "object": self.object, "created": self.created, "model": self.model,
+                "choices": [self.choice(done["text"], done["finish_reason"], False)], "usage": self.usage(done),
+                "dllm": done["stats"]}
+
+    def chunk(self, kind: str, payload) -> dict:
+        out = {"id": self.id, "object": self.object + (".chunk" if self.chat else ""), "created": self.created,
+               "model": self.model}
+        if kind == "delta":
+            out["choices"] = [self.choice(payload, None, True)]
+        else:
+            out.update(choices=[self.choice("", payload["finish_reason"], True)], usage=self.usage(payload),
+                       dllm=payload["stats"])
+        return out
+
+
+async def sse(events: asyncio.Queue, reply: Reply, job: Job, on_done):
+    """Server-Sent Events: one chunk per grown committed prefix, then the finish chunk and [DONE]."""
+    try:
+        while True:
+            kind, payload = await events.get()
+            if kind == "error":
+                yield f"data: {json.dumps({'error': {'message': payload, 'type': 'server_error'}})}\n\n"
+                break
+            yield f"data: {json.dumps(reply.chunk(kind, payload))}\n\n"
+            if kind == "done":
+                on_done()
+                break
+        yield "data: [DONE]\n\n"
+    finally:  # a client that left frees its row at the next step
+        job.cancelled.set()
+
+
+async def wait_done(events: asyncio.Queue, job: Job) -> dict:
+    """The finished answer of a non-streamed request (its row is freed if the client leaves first)."""
+    kind = None
+    try:
+        while kind != "done":
+            kind, payload = await events.get()
+            if kind == "error":
+                raise ApiError(500, payload, None, "server_error")
+        return payload
+    finally:
+        if kind != "done":
+            job.cancelled.set()
 
 
 def create_app(cfg, load_model) -> FastAPI:
@@ -204,60 +281,15 @@ def create_app(cfg, load_model) -> FastAPI:
             state.scheduler.submit(job)
         except QueueFull as e:
             raise ApiError(429, str(e), None, "rate_limit_error") from e
-        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
-        obj = "chat.completion" if chat else "text_completion"
-        created = int(time.time())
-
-        def choice(text, finish, stream):
-            if chat:
-                key = "delta" if stream else "message"
-                return {"index": 0, key: {"role": "assistant", "content": text}, "finish_reason": finish}
-            return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
-
-        def usage(done):
-            return {"prompt_tokens": done["prompt_tokens"], "completion_tokens": done["completion_tokens"],
-                    "total_tokens": done["prompt_tokens"] + done["completion_tokens"]}
-
+        reply = Reply(chat, state.name)
         if body.get("stream"):
-            async def events_sse():
-                try:
-                    while True:
-                        kind, payload = await events.get()
-                        if kind == "error":
-                            yield f"data: {json.dumps({'error': {'message': payload, 'type': 'server_error'}})}\n\n"
-                            break
-                        chunk = {"id": rid, "object": obj + (".chunk" if chat else ""), "created": created,
-                                 "model": state.name}
-                        if kind == "delta":
-                            chunk["choices"] = [choice(payload, None, True)]
-                        else:
-                            chunk["choices"] = [choice("", payload["finish_reason"], True)]
-                            chunk["usage"] = usage(payload)
-                            chunk["dllm"] = payload["stats"]
-                        yield f"data: {json.dumps(chunk)}\n\n"
-                        if kind == "done":
-                            state.metrics.requests.labels(request.url.path, "200").inc()
-                            break
-                    yield "data: [DONE]\n\n"
-                finally:  # a client that left frees its row at the next step
-                    job.cancelled.set()
+            def done():
+                state.metrics.requests.labels(request.url.path, "200").inc()
 
-            return StreamingResponse(events_sse(), media_type="text/event-stream")
-        kind = None
-        try:
-            while True:
-                kind, payload = await events.get()
-                if kind == "error":
-                    raise ApiError(500, payload, None, "server_error")
-                if kind == "done":
-                    break
-        finally:
-            if kind != "done":
-                job.cancelled.set()
+            return StreamingResponse(sse(events, reply, job, done), media_type="text/event-stream")
+        payload = await wait_done(events, job)
         state.metrics.requests.labels(request.url.path, "200").inc()
-        return {"id": rid, "object": obj, "created": created, "model": state.name,
-                "choices": [choice(payload["text"], payload["finish_reason"], False)], "usage": usage(payload),
-                "dllm": payload["stats"]}
+        return reply.body(payload)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
