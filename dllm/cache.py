@@ -30,9 +30,10 @@ so it stays exact. When the active block is clean the next one becomes active (a
 Storage (:class:`KVStore`) is preallocated per layer, one store row per decoding row (two with
 CFG), ``slot = absolute position = canvas column``, K after RoPE. Store rows are handed out by the
 engine as requests arrive and taken back when they leave; rows that finish simply stop being fed.
-Plans are per row, so one ragged forward serves rows at different windows and caches. Shifted models (Dream, Fast-dLLM v2) need the
-hidden state of the token left of the window for its first position (algorithms.md §0.1): the
-cached policies feed that one extra query (its key is already cached for ``block``).
+Plans are per row, so one ragged forward serves rows at different windows and caches. Shifted
+models (Dream, Fast-dLLM v2) need the hidden state of the token left of the window for its first
+position (algorithms.md §0.1): the cached policies feed that one extra query (its key is already
+cached for ``block``).
 """
 
 from __future__ import annotations

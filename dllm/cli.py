@@ -16,7 +16,8 @@ COMMANDS = {
     "serve": ("dllm.apps.serve", "an OpenAI-compatible HTTP server (completions, chat, streaming, metrics)"),
     "serve_ray": ("dllm.apps.serve_ray", "dllm serve on N Ray Serve replicas (the serve-ray extra)"),
     "bench_serve": ("dllm.apps.bench_serve", "dllm serve under load vs one request at a time; table in bench/serve"),
-    "bench_ar": ("dllm.apps.bench_ar", "a real AR model: dllm's loop vs transformers' generate; table in bench/real_ar"),
+    "bench_ar": ("dllm.apps.bench_ar",
+                 "a real AR model: dllm's loop vs transformers' generate; table in bench/real_ar"),
     "bench_cache": ("dllm.apps.bench_cache", "KV caches x samplers at several generation lengths; table + plot"),
 }
 
@@ -57,7 +58,8 @@ def check_sweep_values(args: list[str]) -> str | None:
     for arg in args:
         key, sep, value = arg.partition("=")
         if sep and key.lstrip("+~") not in _NOT_IN_RUN_DIR and _PARENT.search(value):
-            return f"sweep value {key}={value!r} has a '..' path component: each run's folder must stay inside sweep_dir"
+            return (f"sweep value {key}={value!r} has a '..' path component: "
+                    "each run's folder must stay inside sweep_dir")
     return None
 
 
@@ -91,7 +93,8 @@ def quote_text_overrides(args: list[str]) -> list[str]:
     out = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        if sep and key in ("prompt", "title") and not (value[:1] in "'\"" and value[-1:] == value[:1] and len(value) > 1):
+        if sep and key in ("prompt", "title") and not (value[:1] in "'\"" and value[-1:] == value[:1]
+                                                       and len(value) > 1):
             value = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
             arg = f"{key}={value}"
         out.append(arg)

@@ -31,7 +31,8 @@ def encode_prompts(tokenizer, prompts: list[str], chat_template: bool | None = N
     check(isinstance(prompts, (list, tuple)) and len(prompts) > 0, "prompts must be a non-empty list of strings")
     use_chat = bool(getattr(tokenizer, "chat_template", None)) if chat_template is None else chat_template
     specials = {str(t) for t in getattr(tokenizer, "all_special_tokens", [])}
-    specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if getattr(t, "special", False)}
+    specials |= {t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values()
+                 if getattr(t, "special", False)}
     out = []
     for i, p in enumerate(prompts):
         check(isinstance(p, str) and p.strip() != "", f"prompt {i} is empty: every prompt needs text")
@@ -42,7 +43,8 @@ def encode_prompts(tokenizer, prompts: list[str], chat_template: bool | None = N
             check(not set(text_ids) & planted,
                   f"prompt {i} holds special-token text {found[0]!r} that this tokenizer cannot read as plain text")
         if use_chat and not found:
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
+            ids = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                tokenize=True)
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         elif use_chat:  # the template's own special tokens stay special, the user's text is split
             slot = "\ue000dllm-prompt\ue000"
@@ -75,8 +77,8 @@ def prompt_ids_of(model, prompts, chat_template: bool | None) -> list[list[int]]
 
 @torch.no_grad()
 def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, gen_length: int = 64,
-             block_length: int | None = None, steps: int | None = None, cfg_scale: float = 0.0, stop_at_eos: bool = True,
-             chat_template: bool | None = None, seed: int | None = None, trace: bool = False,
+             block_length: int | None = None, steps: int | None = None, cfg_scale: float = 0.0,
+             stop_at_eos: bool = True, chat_template: bool | None = None, seed: int | None = None, trace: bool = False,
              reference: list[torch.Tensor] | None = None, cache: str | CachePolicy = "none",
              multi_block: float = 1.0) -> GenerationResult:
     """Decode ``prompts`` (text, or token-id lists) with ``sampler``.

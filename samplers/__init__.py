@@ -40,4 +40,5 @@ __all__ = ["SAMPLERS", "Sampler", "StepState", "Decision", "build_sampler", "Cre
 ANALYSIS: dict[str, type[Sampler]] = {"oracle": OracleSampler}
 
 __all__ += ["LLaDASampler", "DreamSampler", "ThresholdSampler", "FactorSampler", "LocalLeapSampler",
-            "EntropyThresholdSampler", "EntropyBoundSampler", "FreeDaveSampler", "Learn2PDSampler", "Learn2PDFilter", "OracleSampler", "ANALYSIS"]
+            "EntropyThresholdSampler", "EntropyBoundSampler", "FreeDaveSampler", "Learn2PDSampler", "Learn2PDFilter",
+            "OracleSampler", "ANALYSIS"]

@@ -3,7 +3,6 @@ algorithms.md §2)."""
 
 from __future__ import annotations
 
-
 import torch
 
 from dllm.errors import check

@@ -25,7 +25,8 @@ class FreeDaveSampler(Sampler):
     """
 
     def __init__(self, draft_steps: int = 4):
-        check(isinstance(draft_steps, int) and draft_steps >= 1, f"draft_steps (K) must be an integer >= 1, got {draft_steps}")
+        check(isinstance(draft_steps, int) and draft_steps >= 1,
+              f"draft_steps (K) must be an integer >= 1, got {draft_steps}")
         self.draft_steps = draft_steps
 
     @staticmethod

@@ -34,8 +34,8 @@ class Learn2PDFilter(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / FILTER_FILE),
                   metadata={"block_length": str(self.block_length), "hidden": str(self.hidden)})
-        (folder / "learn2pd_filter.json").write_text(json.dumps({"block_length": self.block_length, "hidden": self.hidden,
-                                                                 **(metrics or {})}, indent=1))
+        (folder / "learn2pd_filter.json").write_text(json.dumps({"block_length": self.block_length,
+                                                                 "hidden": self.hidden, **(metrics or {})}, indent=1))
         return folder / FILTER_FILE
 
     @classmethod

@@ -37,8 +37,9 @@ def uniform(shape, generator=None, device=None) -> torch.Tensor:
     own stream only, so its numbers do not depend on the rows beside it. A None entry draws from
     the global RNG."""
     if isinstance(generator, (list, tuple)):
-        return torch.stack([torch.rand(tuple(shape[1:]), dtype=torch.float64, device=device, generator=g)
-                            for g in generator]) if len(generator) else torch.rand(shape, dtype=torch.float64, device=device)
+        return (torch.stack([torch.rand(tuple(shape[1:]), dtype=torch.float64, device=device, generator=g)
+                             for g in generator]) if len(generator)
+                else torch.rand(shape, dtype=torch.float64, device=device))
     return torch.rand(shape, dtype=torch.float64, device=device, generator=generator)
 
 
@@ -93,7 +94,8 @@ def top_k_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 def at_least_one(commit: torch.Tensor, scores: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
     """Add each row's best eligible position when the row commits nothing (progress guarantee)."""
-    best = top_k_mask(scores.masked_fill(~masked, NEG_INF), torch.ones(scores.shape[0], dtype=torch.long, device=scores.device))
+    best = top_k_mask(scores.masked_fill(~masked, NEG_INF),
+                      torch.ones(scores.shape[0], dtype=torch.long, device=scores.device))
     need = masked.any(-1) & ~commit.any(-1)
     return commit | (best & need[:, None])
 
@@ -120,6 +122,7 @@ def check_proposal_knobs(temperature: float, top_p: float | None, top_k: int | N
 
     check(isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and math.isfinite(temperature)
           and temperature >= 0, f"temperature must be >= 0 and finite, got {temperature!r}")
-    check(top_p is None or (isinstance(top_p, (int, float)) and 0 < top_p <= 1), f"top_p must be in (0, 1], got {top_p!r}")
+    check(top_p is None or (isinstance(top_p, (int, float)) and 0 < top_p <= 1),
+          f"top_p must be in (0, 1], got {top_p!r}")
     check(top_k is None or (isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 0),
           f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")

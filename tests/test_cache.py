@@ -156,7 +156,8 @@ def test_generic_adapter_supports_no_cache_only():
                                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64))
     model = HFDiffusionLM(hf, tok, mask_token_id=tok.mask_token_id, eos_token_ids=(tok.eos_token_id,),
                           pad_token_id=tok.eos_token_id)
-    with pytest.raises(DllmError, match=r"cache=dual needs a native dllm model; HFDiffusionLM supports cache=none only"):
+    with pytest.raises(DllmError,
+                       match=r"cache=dual needs a native dllm model; HFDiffusionLM supports cache=none only"):
         dllm.generate(model, [[5, 6]], LLaDASampler(), gen_length=8, block_length=8, cache="dual")
 
 

@@ -112,7 +112,8 @@ def test_two_steps_with_lora_and_the_loss_falls_on_a_fixed_batch(teacher, tmp_pa
     (dict(train=dict(lora_r=4, lora_targets=["attn_out"])),
      r"lora target 'attn_out' matches no module; the model's linear layers are"),
     (dict(keep="wrong"), r"keep must be 'all' or 'correct', got 'wrong'"),
-    (dict(keep="correct", train=dict(lora_r=None)), r"no trajectory left in .* with keep='correct'"),  # a 2-step teacher is never right
+    # a 2-step teacher is never right
+    (dict(keep="correct", train=dict(lora_r=None)), r"no trajectory left in .* with keep='correct'"),
 ])
 def test_bad_input(teacher, tmp_path, kw, message):
     traj = trajectories(str(teacher), DATA, str(tmp_path / "t"), gen_length=16, block_length=8, batch_size=24)

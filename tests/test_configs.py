@@ -65,7 +65,8 @@ def test_primary_config_composes_and_binds(primary):
     bind_targets(values)
 
 
-@pytest.mark.parametrize("rel", [p for p in yaml_files() if len(p.parts) == 2 and p.parts[0] in ("model", "sampler", "recipe")],
+@pytest.mark.parametrize("rel", [p for p in yaml_files()
+                                 if len(p.parts) == 2 and p.parts[0] in ("model", "sampler", "recipe")],
                          ids=str)
 def test_group_choice_composes_and_binds(rel):
     group, name = rel.parts[0], rel.stem

@@ -42,9 +42,9 @@ def reference_step(logits, slots, k, decay, lam, alpha):
 
 def state(logits, carry=None):
     b, w, _ = logits.shape
-    return StepState(logits=logits, tokens=torch.zeros(b, w, dtype=torch.long), masked=torch.ones(b, w, dtype=torch.bool),
-                     block_step=0, steps_per_block=w, block_masked=torch.full((b,), w), end_token_ids=(0,),
-                     carry=carry)
+    return StepState(logits=logits, tokens=torch.zeros(b, w, dtype=torch.long),
+                     masked=torch.ones(b, w, dtype=torch.bool), block_step=0, steps_per_block=w,
+                     block_masked=torch.full((b,), w), end_token_ids=(0,), carry=carry)
 
 
 @pytest.mark.parametrize("seed", range(6))

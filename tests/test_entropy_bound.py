@@ -129,7 +129,8 @@ def test_batch_equals_single_on_the_embedded_model(gamma):
     from dllm.eval.tasks import get_task
 
     model = dllm.load("dllm-tiny")
-    items = [it for t in ("waiting_line/copy", "waiting_line/reverse", "sudoku/4x4") for it in get_task(t).items("test", 1)]
+    items = [it for t in ("waiting_line/copy", "waiting_line/reverse", "sudoku/4x4")
+             for it in get_task(t).items("test", 1)]
     prompts = [it.prompt for it in items]
     s = EntropyBoundSampler(gamma)
     kw = dict(gen_length=32, block_length=32)

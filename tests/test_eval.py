@@ -49,8 +49,10 @@ def test_oracle_reproduces_the_baseline_in_fewer_forwards():
 
 def test_bench_table_and_plot(tmp_path):
     model = dllm.load(tiny_task_model(tmp_path))
-    entries = {"baseline": {"sampler": LLaDASampler(), "steps": None}, "topk_2": {"sampler": LLaDASampler(), "steps": 16}}
-    result = bench(model, entries, "baseline", TASKS, 2, dict(gen_length=32, block_length=32), batch_size=4, progress=False)
+    entries = {"baseline": {"sampler": LLaDASampler(), "steps": None},
+               "topk_2": {"sampler": LLaDASampler(), "steps": 16}}
+    result = bench(model, entries, "baseline", TASKS, 2, dict(gen_length=32, block_length=32), batch_size=4,
+                   progress=False)
     assert set(result) == {"baseline", "topk_2", "oracle"}
     assert result["topk_2"]["all"]["nfe"] <= 16
     md = write_outputs(result, "baseline", tmp_path / "b", "test", "dllm bench")

@@ -86,7 +86,8 @@ def test_a_second_run_on_one_output_is_refused(tmp_path, decoded):
     # held by another live process: refused too
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
                                "from dllm.eval.resume import output_lock\n"
-                               f"with output_lock(Path({str(path)!r})):\n    print('held', flush=True); time.sleep(60)"],
+                               f"with output_lock(Path({str(path)!r})):\n"
+                               "    print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

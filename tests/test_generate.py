@@ -25,7 +25,8 @@ def test_batch_equals_single(family, sampler):
 
 def test_one_token_per_step_baseline_stats():
     model = tiny_model("llada")
-    out = dllm.generate(model, PROMPTS[:2], LLaDASampler(), gen_length=16, block_length=8, stop_at_eos=False, trace=True)
+    out = dllm.generate(model, PROMPTS[:2], LLaDASampler(), gen_length=16, block_length=8, stop_at_eos=False,
+                        trace=True)
     for st, tr in zip(out.stats, out.trace):
         assert st.nfe == 16 and st.committed == 16 and st.tokens_per_forward == 1.0
         assert sorted(tr.step.tolist()) == list(range(1, 17))  # one position per forward

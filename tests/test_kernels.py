@@ -19,6 +19,7 @@ triton = pytest.importorskip("triton")
 from dllm.kernels.cache_write.triton import cache_write_triton  # noqa: E402
 from dllm.kernels.window_attention.triton import window_attention_triton  # noqa: E402
 
+
 def gpu(fn):
     return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")(fn))
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"

@@ -52,7 +52,8 @@ def step_state(tokens_row, conf_peak=5.0, v=6):
 
 def sampler_with(f, **kw):
     s = Learn2PDSampler.__new__(Learn2PDSampler)
-    s.filter_path, s.threshold, s.eotp, s.eot_most_confident = "x", kw.get("threshold", 0.96), kw.get("eotp", True), kw.get("eot_most_confident", False)
+    s.filter_path, s.threshold, s.eotp, s.eot_most_confident = ("x", kw.get("threshold", 0.96), kw.get("eotp", True),
+                                                                kw.get("eot_most_confident", False))
     s._filter = f
     return s
 

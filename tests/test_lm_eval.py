@@ -132,7 +132,8 @@ def test_loglikelihood_monte_carlo(lm):
     m, area = lm.model, [lm.model.mask_token_id] * 30
 
     def nll(masked):
-        x = torch.tensor([ctx + [m.mask_token_id if j in masked else t for j, t in enumerate(two)] + area], device=m.device)
+        x = torch.tensor([ctx + [m.mask_token_id if j in masked else t for j, t in enumerate(two)] + area],
+                         device=m.device)
         with torch.no_grad():
             logp = m(x, torch.arange(x.shape[1], device=x.device)[None], torch.ones_like(x, dtype=torch.bool))
         return [-float(logp[0, len(ctx) + j].log_softmax(-1)[two[j]]) for j in masked]
@@ -165,7 +166,8 @@ def test_shifted_and_block_causal_models(checkpoints, family, cache):
     assert len(tgt) == 1
     x = torch.tensor([ctx + [m.mask_token_id] * 8], device=m.device)
     with torch.no_grad():
-        logp = m(x, torch.arange(x.shape[1], device=x.device)[None], torch.ones_like(x, dtype=torch.bool))[0, len(ctx)].log_softmax(-1)
+        logp = m(x, torch.arange(x.shape[1], device=x.device)[None],
+                 torch.ones_like(x, dtype=torch.bool))[0, len(ctx)].log_softmax(-1)
     ((ll, _),) = lm.loglikelihood([Instance("loglikelihood", {}, ("hello", " world"), 0)])
     assert ll == pytest.approx(float(logp[tgt[0]]), abs=1e-4)
     texts = lm.generate_until([Instance("generate_until", {}, ("hello world", {"until": []}), 0)])

@@ -22,7 +22,8 @@ def llama_name(name: str) -> str:
     m = re.match(r"model\.transformer\.blocks\.(\d+)\.(\w+)\.(weight|bias)", name)
     if m:
         return f"model.layers.{m[1]}.{table[m[2]]}.{m[3]}"
-    return {"model.transformer.wte.weight": "model.embed_tokens.weight", "model.transformer.ln_f.weight": "model.norm.weight",
+    return {"model.transformer.wte.weight": "model.embed_tokens.weight",
+            "model.transformer.ln_f.weight": "model.norm.weight",
             "model.transformer.ff_out.weight": "lm_head.weight"}[name]
 
 
@@ -31,16 +32,18 @@ def reference(folder, family):
     state = load_file(str(folder / "model.safetensors"))
     if family == "llada":
         from transformers import LlamaConfig, LlamaForCausalLM
-        hf_cfg = LlamaConfig(vocab_size=cfg["embedding_size"], hidden_size=cfg["d_model"], intermediate_size=cfg["mlp_hidden_size"],
-                             num_hidden_layers=cfg["n_layers"], num_attention_heads=cfg["n_heads"],
-                             num_key_value_heads=cfg["n_kv_heads"], rms_norm_eps=cfg["rms_norm_eps"],
+        hf_cfg = LlamaConfig(vocab_size=cfg["embedding_size"], hidden_size=cfg["d_model"],
+                             intermediate_size=cfg["mlp_hidden_size"], num_hidden_layers=cfg["n_layers"],
+                             num_attention_heads=cfg["n_heads"], num_key_value_heads=cfg["n_kv_heads"],
+                             rms_norm_eps=cfg["rms_norm_eps"],
                              rope_theta=cfg["rope_theta"], attention_bias=False, tie_word_embeddings=False,
                              max_position_embeddings=cfg["max_sequence_length"])
         model, state = LlamaForCausalLM(hf_cfg), {llama_name(k): v for k, v in state.items()}
     else:
         from transformers import Qwen2Config, Qwen2ForCausalLM
-        hf_cfg = Qwen2Config(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"], intermediate_size=cfg["intermediate_size"],
-                             num_hidden_layers=cfg["num_hidden_layers"], num_attention_heads=cfg["num_attention_heads"],
+        hf_cfg = Qwen2Config(vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"],
+                             intermediate_size=cfg["intermediate_size"], num_hidden_layers=cfg["num_hidden_layers"],
+                             num_attention_heads=cfg["num_attention_heads"],
                              num_key_value_heads=cfg["num_key_value_heads"], rms_norm_eps=cfg["rms_norm_eps"],
                              rope_theta=cfg["rope_theta"], tie_word_embeddings=False,
                              max_position_embeddings=cfg["max_position_embeddings"])
@@ -130,9 +133,12 @@ def _broken(tmp_path, checkpoints, edit):
 
 
 @pytest.mark.parametrize("edit, pattern", [
-    (lambda s: s.pop("model.transformer.blocks.1.up_proj.weight"), r"missing tensor 'model\.transformer\.blocks\.1\.up_proj\.weight'"),
-    (lambda s: s.__setitem__("model.transformer.blocks.0.extra.weight", torch.zeros(2)), r"'model\.transformer\.blocks\.0\.extra\.weight'.*not part"),
-    (lambda s: s.__setitem__("model.transformer.ln_f.weight", torch.zeros(7)), r"'model\.transformer\.ln_f\.weight' has shape \(7,\)"),
+    (lambda s: s.pop("model.transformer.blocks.1.up_proj.weight"),
+     r"missing tensor 'model\.transformer\.blocks\.1\.up_proj\.weight'"),
+    (lambda s: s.__setitem__("model.transformer.blocks.0.extra.weight", torch.zeros(2)),
+     r"'model\.transformer\.blocks\.0\.extra\.weight'.*not part"),
+    (lambda s: s.__setitem__("model.transformer.ln_f.weight", torch.zeros(7)),
+     r"'model\.transformer\.ln_f\.weight' has shape \(7,\)"),
 ])
 def test_broken_checkpoint_one_line(tmp_path, checkpoints, edit, pattern):
     folder = _broken(tmp_path, checkpoints, edit)
@@ -161,6 +167,7 @@ def test_unknown_model_name():
 
 def test_generic_transformers_adapter(tmp_path):
     from transformers import BertConfig, BertForMaskedLM
+
     from dllm.testing import tiny_tokenizer
     tok = tiny_tokenizer("[MASK]", "[SEP]")
     cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -5,8 +5,14 @@ import torch
 
 import dllm
 from dllm.errors import DllmError
-from dllm.samplers import (EntropyThresholdSampler, FactorSampler, LLaDASampler, LocalLeapSampler, StepState,
-                           ThresholdSampler)
+from dllm.samplers import (
+    EntropyThresholdSampler,
+    FactorSampler,
+    LLaDASampler,
+    LocalLeapSampler,
+    StepState,
+    ThresholdSampler,
+)
 from dllm.testing import tiny_model
 
 
@@ -169,7 +175,8 @@ def test_threshold_fallback_leftmost_or_most_confident():
     conf = torch.tensor([[0.5, 0.8, 0.3, 0.95], [0.5, 0.8, 0.3, 0.6]], dtype=torch.float64)
     masked = torch.tensor([[True, True, True, True], [False, True, True, True]])
     # row 0: 0.95 passes, nothing more; row 1: nothing passes -> one fallback position
-    assert threshold_commit(conf, masked, 0.9, ">=").tolist() == [[False, False, False, True], [False, True, False, False]]
+    assert threshold_commit(conf, masked, 0.9, ">=").tolist() == [[False, False, False, True],
+                                                                   [False, True, False, False]]
     assert threshold_commit(conf, masked, 0.9, ">=", "leftmost").tolist() == [[False, False, False, True],
                                                                                [False, True, False, False]]
     masked[1, 1] = False  # leftmost masked is now column 2, the most confident column 3

@@ -8,9 +8,14 @@ import sys
 import pytest
 
 from dllm.errors import DllmError
-from dllm.eval.tasks import (PARALLELBENCH_N15_TASKS, PARALLELBENCH_TASKS, get_task, task_list,
-                             use_parallelbench_items)
-from dllm.eval.tasks import parallelbench as pb
+from dllm.eval.tasks import (
+    PARALLELBENCH_N15_TASKS,
+    PARALLELBENCH_TASKS,
+    get_task,
+    parallelbench as pb,
+    task_list,
+    use_parallelbench_items,
+)
 from dllm.eval.tasks.pb_scoring import parse_list, parse_sudoku, score
 from dllm.eval.tasks.waiting_line import parse_last_list
 
@@ -181,9 +186,9 @@ def test_reading_items_from_a_folder(tmp_path):
 def test_hub_rows_in_the_hub_layout():
     spec = get_task("parallelbench/waiting_line/insert_random").spec
     records = get_task(spec.name).generated_records("test", 3)
-    rows = [{"input": json.dumps(r["input"]), "answer": json.dumps(r["answer"]), "output_format": r.get("output_format"),
-             "metadata": json.dumps(r["metadata"]), "task_name": "waiting_line/insert_random", "prompt": spec.prompt,
-             "metric": spec.metric} for r in records]
+    rows = [{"input": json.dumps(r["input"]), "answer": json.dumps(r["answer"]),
+             "output_format": r.get("output_format"), "metadata": json.dumps(r["metadata"]),
+             "task_name": "waiting_line/insert_random", "prompt": spec.prompt, "metric": spec.metric} for r in records]
     got, prompt, metric = pb.records_from_rows(rows, "hub[waiting_line-insert_random]", spec)
     assert got == [json.loads(json.dumps(r)) for r in records] and (prompt, metric) == (spec.prompt, spec.metric)
     rows[1]["answer"] = '"not a dict"'
@@ -256,7 +261,8 @@ def test_eval_builds_chat_prompts_and_reports_both_scores():
 
     model = tiny_model("dream", seed=3)
     tok = model.tokenizer
-    items = get_task("parallelbench/waiting_line/copy").items("test", 2) + get_task("waiting_line/copy").items("test", 1)
+    items = (get_task("parallelbench/waiting_line/copy").items("test", 2)
+             + get_task("waiting_line/copy").items("test", 1))
     plain = prompts_of(model, items)
     assert plain[0] == tok(items[0].prompt)["input_ids"] and plain[2] == encode_prompts(tok, [items[2].prompt])[0]
     tok.chat_template = CHAT

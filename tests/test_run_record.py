@@ -51,7 +51,8 @@ def test_record_agrees_with_the_item_rows(tmp_path):
     assert r["schema"] == rec.SCHEMA
     assert r["sampler"]["name"] == "entropy_bound" and r["sampler"]["knobs"]["gamma"] == 0.5
     assert r["sampler"]["class"].endswith("EntropyBoundSampler")
-    assert r["model"]["name_or_path"] == "dllm-tiny" and r["model"]["family"] == "llada" and r["model"]["parameters"] > 0
+    assert (r["model"]["name_or_path"] == "dllm-tiny" and r["model"]["family"] == "llada"
+            and r["model"]["parameters"] > 0)
     assert r["decode"] == {"gen_length": 32, "block_length": 32, "steps": 32, "cache": "none", "cfg_scale": 0.0,
                            "stop_at_eos": True}  # block_length null -> the window actually used
     assert r["batch_size"] == 2 and r["processes"] == 1 and r["concurrency"] == 2

@@ -102,7 +102,8 @@ def test_dream_schedule_fills_block_in_steps(alg):
 
 def test_dream_alg_temp_samples_positions():
     logits = peaked(b=1, w=8)
-    picks = {tuple(DreamSampler(alg_temp=5.0).step(state(logits, steps=4, gen=torch.Generator().manual_seed(i))).commit[0].tolist())
+    picks = {tuple(DreamSampler(alg_temp=5.0).step(state(logits, steps=4, gen=torch.Generator().manual_seed(i)))
+                   .commit[0].tolist())
              for i in range(10)}
     assert len(picks) > 1
 

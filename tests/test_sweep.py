@@ -39,7 +39,8 @@ def test_two_run_sweep_and_report(tmp_path):
 
 
 def test_report_of_an_empty_folder(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "dllm.cli", "sweep_report", str(tmp_path)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "dllm.cli", "sweep_report", str(tmp_path)], capture_output=True,
+                       text=True)
     assert r.returncode == 2 and "no finished runs" in r.stderr
 
 
@@ -51,7 +52,8 @@ def test_two_processes_equal_one(tmp_path):
     common = ["eval", "tasks=[waiting_line/reverse,sudoku/4x4]", "n_items=5", "batch_size=2", "sampler=threshold"]
     dllm(*common, f"output={tmp_path / 'one.jsonl'}")
     torchrun = shutil.which("torchrun") or "torchrun"
-    r = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "dllm.cli", *common, f"output={tmp_path / 'two.jsonl'}"],
+    r = subprocess.run([torchrun, "--nproc_per_node", "2", "-m", "dllm.cli", *common,
+                        f"output={tmp_path / 'two.jsonl'}"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from dllm.errors import DllmError
-
 from dllm.eval.tasks import REASONING_TASKS, TASKS, TINY_TASKS, Item, get_task
 from dllm.eval.tasks.grid_puzzles import LATIN_SQUARES, SUDOKUS, format_grid, latin_square
 from dllm.eval.tasks.gsm8k import GSM8K, extract_answer, load_gsm8k_jsonl

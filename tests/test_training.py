@@ -123,10 +123,12 @@ def test_bad_training_arguments(tmp_path):
 def test_chat_messages_go_through_the_chat_template():
     from dllm.testing import tiny_tokenizer
     tok = tiny_tokenizer()
-    tok.chat_template = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}assistant{% endif %}"
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+                         "{% if add_generation_prompt %}assistant{% endif %}")
     row = {"messages": [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "sat on"}]}
     prompt, response = common.encode_record(row, tok)
-    assert tok.decode(prompt).split() == ["user", "the", "cat", "assistant"] or "assistant" in tok.convert_ids_to_tokens(prompt)[-1]
+    assert (tok.decode(prompt).split() == ["user", "the", "cat", "assistant"]
+            or "assistant" in tok.convert_ids_to_tokens(prompt)[-1])
     assert tok.decode(response).split() == ["sat", "on"]
     plain = common.encode_record({"prompt": "the cat", "response": "sat on"}, tok)
     assert plain[0][-1] == prompt[-1]

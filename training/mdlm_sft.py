@@ -108,8 +108,9 @@ class MdlmSft:
 TRAIN = TrainConfig()  # the recipe's training defaults: TrainConfig's own
 
 
-def run(data: str, output_dir: str, init: str | None = None, arch: dict | None = None, tokenizer_from: str | None = None,
-        vocab_size: int = 1024, answer_length: int = 32, answer_lengths: list | None = None,
+def run(data: str, output_dir: str, init: str | None = None, arch: dict | None = None,
+        tokenizer_from: str | None = None, vocab_size: int = 1024, answer_length: int = 32,
+        answer_lengths: list | None = None,
         max_prompt_length: int = 128, train: TrainConfig | dict | None = None):
     """Train; ``train`` holds the settings that differ from ``TRAIN``. Resumes from
     ``output_dir/checkpoint`` when it exists. Returns the output folder."""

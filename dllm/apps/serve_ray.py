@@ -21,10 +21,12 @@ def run(cfg: DictConfig) -> None:
         import ray
         from ray import serve
     except ImportError as e:
-        raise DllmError(f"dllm serve_ray needs the serve-ray extra: pip install -e '.[serve-ray]' ({e.name} is missing)") from e
+        raise DllmError(f"dllm serve_ray needs the serve-ray extra: pip install -e '.[serve-ray]' "
+                        f"({e.name} is missing)") from e
     from dllm.serve.ray_app import build_deployment
 
-    check(isinstance(cfg.replicas, int) and cfg.replicas > 0, f"replicas must be a positive integer, got {cfg.replicas}")
+    check(isinstance(cfg.replicas, int) and cfg.replicas > 0,
+          f"replicas must be a positive integer, got {cfg.replicas}")
     check(cfg.replica_cpus > 0, f"replica_cpus must be > 0, got {cfg.replica_cpus}")
     check(0 < cfg.port < 65536, f"port must be in [1, 65535], got {cfg.port}")
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)

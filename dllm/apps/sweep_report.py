@@ -89,7 +89,8 @@ def report(folder: str | Path, out: str | Path | None = None) -> Path:
     lines += ["", "![accuracy vs tokens per forward](pareto_tpf.png)", "",
               "![accuracy vs tokens per second](pareto_tps.png)", ""]
     (out / "sweep.md").write_text("\n".join(lines))
-    plot(rows, "tokens_per_forward", "tokens per forward", out / "pareto_tpf.png", f"{folder}: accuracy vs tokens/forward")
+    plot(rows, "tokens_per_forward", "tokens per forward", out / "pareto_tpf.png",
+         f"{folder}: accuracy vs tokens/forward")
     plot(rows, "tokens_per_second", "generated tokens per second", out / "pareto_tps.png",
          f"{folder}: accuracy vs tokens/s")
     return out / "sweep.md"

@@ -62,7 +62,8 @@ def check_prompts(model, prompt_ids: list[list[int]], gen_length: int) -> None:
     for i, p in enumerate(prompt_ids):
         check(len(p) > 0, f"prompt {i} is empty: every prompt needs at least one token")
         check(len(p) + gen_length <= model.max_length,
-              f"prompt {i} ({len(p)} tokens) + gen_length ({gen_length}) exceeds the model's max_length {model.max_length}")
+              f"prompt {i} ({len(p)} tokens) + gen_length ({gen_length}) exceeds the model's max_length "
+              f"{model.max_length}")
 
 
 def row(model, prompt: list[int], s: Settings, *, seed: int | None = None, reference: torch.Tensor | None = None,

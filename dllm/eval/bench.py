@@ -89,7 +89,8 @@ def pareto_plot(result: dict[str, dict[str, dict]], path: Path, title: str) -> N
         s = per_task["all"]
         marker = "*" if name == "oracle" else "o"
         ax.scatter(s["tokens_per_forward"], s["accuracy"], s=140 if marker == "*" else 60, marker=marker, zorder=3)
-        ax.annotate(name, (s["tokens_per_forward"], s["accuracy"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(name, (s["tokens_per_forward"], s["accuracy"]), textcoords="offset points", xytext=(6, 4),
+                    fontsize=8)
     ax.set_xlabel("tokens per forward (answer area)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=10)
@@ -103,14 +104,16 @@ def pareto_plot(result: dict[str, dict[str, dict]], path: Path, title: str) -> N
 def overview_table(result: dict[str, dict[str, dict]], baseline: str) -> str:
     """One row per sampler over all tasks, with ratios to the baseline and to the oracle."""
     base, orc = result[baseline]["all"], result.get("oracle", {}).get("all")
-    lines = ["| sampler | acc % | Δacc | NFE | fewer forwards | tok/fwd | % of oracle tok/fwd | tok/s | speed-up | = baseline % |",
+    lines = ["| sampler | acc % | Δacc | NFE | fewer forwards | tok/fwd | % of oracle tok/fwd | tok/s | speed-up "
+             "| = baseline % |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, per_task in result.items():
         s = per_task["all"]
         of_oracle = f"{100 * s['tokens_per_forward'] / max(orc['tokens_per_forward'], 1e-9):.0f}" if orc else "–"
         lines.append(f"| {name} | {s['accuracy']:.1f} | {s['accuracy'] - base['accuracy']:+.1f} | {s['nfe']:.2f} | "
                      f"{base['nfe'] / max(s['nfe'], 1e-9):.2f}x | {s['tokens_per_forward']:.2f} | {of_oracle} | "
-                     f"{s['tokens_per_second']:.1f} | {s['tokens_per_second'] / max(base['tokens_per_second'], 1e-9):.2f}x | "
+                     f"{s['tokens_per_second']:.1f} | "
+                     f"{s['tokens_per_second'] / max(base['tokens_per_second'], 1e-9):.2f}x | "
                      f"{s['same_as_baseline']:.0f} |")
     return "\n".join(lines)
 
@@ -124,7 +127,8 @@ def write_outputs(result, baseline: str, out_dir: str | Path, title: str, comman
 
     import torch
 
-    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__} with "
+               f"{torch.get_num_threads()} threads")
     md.write_text(f"# {title}\n\nCommand: `{command}`  \nMachine: {machine}; all samplers in one process, "
                   f"taking turns batch by batch.\n\n## All tasks\n\n{overview_table(result, baseline)}\n\n"
                   f"![pareto](pareto.png)\n\n## Per task\n\n{bench_table(result, baseline)}\n")

@@ -149,7 +149,8 @@ def tables(result: dict, profiles: dict) -> str:
                   "| cache + sampler | acc % | Δacc vs uncached | = uncached % | NFE | tok/fwd | tok/s | speed-up | "
                   "ms / step | fwd tokens | cache KiB / row |", "|" + "---|" * 11]
         for name, f in per.items():
-            lines.append(f"| {name} | {f['accuracy']:.1f} | {f['acc_vs_uncached']:+.1f} | {f['same_as_uncached']:.0f} | "
+            lines.append(f"| {name} | {f['accuracy']:.1f} | {f['acc_vs_uncached']:+.1f} | "
+                         f"{f['same_as_uncached']:.0f} | "
                          f"{f['nfe']:.1f} | {f['tokens_per_forward']:.2f} | {f['tokens_per_second']:.1f} | "
                          f"{f['speedup']:.2f}x | {f['ms_per_step']:.1f} | {f['forward_tokens']:.0f} | "
                          f"{f['cache_bytes_per_row'] / 1024:.0f} |")
@@ -166,7 +167,8 @@ def tables(result: dict, profiles: dict) -> str:
         lines += ["### Where a forward's time goes (ms per forward, by kind)", "",
                   "`full` = the whole canvas (every uncached forward; a cache's block refresh), `cached` = a "
                   "cached step; decode loop = time outside the model per forward, over all forwards.", "",
-                  "| entry | kind | forwards | tokens fed / row | model | attention | MLP | rest of model | decode loop |",
+                  "| entry | kind | forwards | tokens fed / row | model | attention | MLP | rest of model "
+                  "| decode loop |",
                   "|" + "---|" * 9]
         for name, p in profiles.items():
             for kind in ("full", "cached"):

@@ -34,12 +34,11 @@ import warnings
 import zlib
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
 import lm_eval.models  # noqa: F401  the harness's own models first: get_model() loads them only into an empty registry
+import torch
 from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
+from tqdm import tqdm
 
 from dllm.cache import make_cache
 from dllm.errors import DllmError, check, check_types
@@ -174,7 +173,8 @@ class DllmLM(LM):
         self._device = self.model.device
         if not opts["block_length"]:
             m = self.model
-            opts["block_length"] = m.block_size if m.attention_kind == "block_causal" and (m.block_size or 0) > 1 else 32
+            opts["block_length"] = (m.block_size if m.attention_kind == "block_causal" and (m.block_size or 0) > 1
+                                    else 32)
         check(opts["gen_length"] % opts["block_length"] == 0,
               f"gen_length ({opts['gen_length']}) must be a multiple of block_length ({opts['block_length']})")
         make_cache(self.cache, self.model, opts["block_length"])  # a bad cache name fails here, in one line
@@ -313,7 +313,8 @@ class DllmLM(LM):
                 continue
             area = max(len(target), self.opts["ll_canvas"])
             check(area < self.model.max_length,
-                  f"continuation of {area} tokens (ll_canvas included) exceeds the model's max_length {self.model.max_length}")
+                  f"continuation of {area} tokens (ll_canvas included) exceeds the model's max_length "
+                  f"{self.model.max_length}")
             ctx = self._encode(context, self.model.max_length - area)
             seed = (self.opts["seed"] + zlib.crc32(f"{context}\x00{continuation}".encode())) % 2**63
             gen = torch.Generator(device=self._device).manual_seed(seed)
@@ -335,7 +336,8 @@ class DllmLM(LM):
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         tok = self.model.tokenizer
-        check(bool(getattr(tok, "chat_template", None)), "--apply_chat_template: this model's tokenizer has no chat template")
+        check(bool(getattr(tok, "chat_template", None)),
+              "--apply_chat_template: this model's tokenizer has no chat template")
         return tok.apply_chat_template(chat_history, tokenize=False, add_generation_prompt=add_generation_prompt)
 
     # ---- Monte Carlo likelihood ----------------------------------------------------------

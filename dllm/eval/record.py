@@ -114,7 +114,8 @@ def model_entry(model, config: dict) -> dict:
     params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else None
     dtype = next(model.parameters()).dtype if params else None
     return {"name_or_path": config.get("name_or_path"), "family": getattr(model, "family", None),
-            "config": plain(config), "parameters": params, "dtype": str(dtype).removeprefix("torch.") if dtype else None}
+            "config": plain(config), "parameters": params,
+            "dtype": str(dtype).removeprefix("torch.") if dtype else None}
 
 
 def run_record(per_task: dict[str, dict], model, sampler, settings: dict, processes: int = 1,

@@ -105,7 +105,8 @@ def dist_state():
 
 
 def evaluate(model, sampler, tasks: list[str], n_items: int, gen: dict, batch_size: int = 16,
-             out_path: str | Path | None = None, progress: bool = True, settings: dict | None = None) -> dict[str, dict]:
+             out_path: str | Path | None = None, progress: bool = True,
+             settings: dict | None = None) -> dict[str, dict]:
     """Evaluate on the first ``n_items`` test items of each task. Rows are appended to
     ``out_path`` as they finish; a rerun skips the items already there.
 

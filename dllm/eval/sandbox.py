@@ -181,7 +181,8 @@ def sandbox_note() -> str:
     if isolation():
         return ("humaneval: model-written code runs under bubblewrap (no network, read-only root, private /tmp and "
                 "home) with memory, CPU, file-size and process limits")
-    found = "bubblewrap is installed but did not start here" if shutil.which("bwrap") else "bubblewrap (bwrap) not found"
+    found = ("bubblewrap is installed but did not start here" if shutil.which("bwrap")
+             else "bubblewrap (bwrap) not found")
     return (f"humaneval: {found}: model-written code runs in a child process with memory, CPU, file-size and process "
             "limits, a temporary home and an empty environment only (no filesystem or network isolation)")
 

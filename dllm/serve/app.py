@@ -18,8 +18,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from dllm.errors import DllmError, check
 from dllm.engine import decode_window, settings
+from dllm.errors import DllmError, check
 from dllm.generate import encode_prompts
 from dllm.samplers import SAMPLERS
 from dllm.serve.scheduler import Job, QueueFull, Scheduler
@@ -232,7 +232,8 @@ def create_app(cfg, load_model) -> FastAPI:
             state.sampler_name = next(k for k, v in SAMPLERS.items() if isinstance(sampler, v))
             state.sampler_knobs = {k: v for k, v in vars(sampler).items() if not k.startswith("_")}
             state.name, state.model = name, model
-            state.scheduler = Scheduler(model, cfg.max_batch, cfg.max_queue, state.metrics, cfg.get("batching", "continuous"))
+            state.scheduler = Scheduler(model, cfg.max_batch, cfg.max_queue, state.metrics,
+                                        cfg.get("batching", "continuous"))
         except Exception as e:  # noqa: BLE001 — reported by /health
             state.error = f"{type(e).__name__}: {e}"
 

@@ -1,7 +1,6 @@
 """Triton cache write: program (row i, kv head h, token tile t) copies a [BLOCK_T, D] tile of K
 and V from the step's tensors into the cache row ``rows[i]`` at slot ``dst_start[i] + t·BLOCK_T``."""
 
-import torch
 import triton
 import triton.language as tl
 

@@ -11,7 +11,8 @@ def visible(kv_len, q_pos0, lq: int, s: int, block_size: int):
     vis = (slots[None, None, :] < kv_len[:, None, None]).expand(-1, lq, -1)  # [n, Lq, S]
     if block_size:
         qpos = q_pos0[:, None] + torch.arange(lq, device=kv_len.device)[None]  # [n, Lq]
-        vis = vis & (slots[None, None, :] // block_size <= torch.div(qpos, block_size, rounding_mode="floor")[..., None])
+        vis = vis & (slots[None, None, :] // block_size
+                     <= torch.div(qpos, block_size, rounding_mode="floor")[..., None])
     return vis[:, None]
 
 
