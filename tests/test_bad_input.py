@@ -98,6 +98,10 @@ CLI_CASES = [  # (args, words the one line must hold)
     (["sweep_report", "empty_sweep"], ["no finished runs"]),
     (["sweep_report", "empty_sweep", "--out", "wrong_key.jsonl"], ["--out", "not a folder"]),
     (["fly"], ["command must be one of"]),
+    (["generate", "prompt=hi", "multi_block=0"], ["multi_block", "(0, 1]"]),
+    (["generate", "prompt=hi", "multi_block=abc"], ["multi_block", "number"]),
+    (["eval", "tasks=[waiting_line/copy]", "n_items=1", "output=items.jsonl", "summary=folder"],
+     ["summary folder cannot be written: it is a folder"]),
 ]
 
 

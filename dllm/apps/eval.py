@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dllm.apps.common import build, one_line_errors
-from dllm.errors import check
+from dllm.errors import DllmError, check
 from dllm.eval.resume import model_settings
 from dllm.eval.tasks import task_list  # noqa: F401  (bench, bench_cache and bench_serve import it from here)
 
@@ -26,6 +26,8 @@ def run(cfg: DictConfig) -> None:
 
     check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
     check(cfg.batch_size > 0, f"batch_size must be a positive integer, got {cfg.batch_size}")
+    if cfg.summary:  # checked before anything runs: a bad path leaves no items behind
+        check(not Path(cfg.summary).is_dir(), f"summary {cfg.summary} cannot be written: it is a folder")
     tasks = task_list(cfg.tasks)
     if "humaneval" in tasks:  # one line on how model-written code is confined here
         from dllm.eval.sandbox import announce
@@ -51,9 +53,16 @@ def run(cfg: DictConfig) -> None:
     strict = f" (strict {s['strict_accuracy']:.1f} % where scored)" if "strict_accuracy" in s else ""
     print(f"[{sampler!r}] accuracy {s['accuracy']:.1f} %{strict} | NFE {s['nfe']:.1f} | tokens/forward "
           f"{s['tokens_per_forward']:.2f} | {s['tokens_per_second']:.1f} tok/s | latency {s['latency']:.3f} s")
-    if cfg.summary:
-        Path(cfg.summary).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.summary).write_text(table + "\n")
+    if cfg.summary:  # whole or not at all: a temporary file moved into place
+        path = Path(cfg.summary)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(table + "\n")
+            tmp.replace(path)
+        except OSError as e:
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            raise DllmError(f"summary {cfg.summary} cannot be written: {e.strerror or e}") from e
     if cfg.get("record"):  # the run record (dllm/eval/record.py); a sweep run writes it in its own folder
         import sys
 

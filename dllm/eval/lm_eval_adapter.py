@@ -217,7 +217,8 @@ class DllmLM(LM):
         if context.strip() and self.opts["chat_template"]:
             ids = encode_prompts(tok, [context], True)[0]
         else:
-            ids = tok(context)["input_ids"] if context else []
+            # special-token text in a context is read as plain text, as in every prompt (encode_prompts)
+            ids = encode_prompts(tok, [context], False)[0] if context.strip() else []
         ids = list(ids) or [self.model.eos_token_ids[0]]
         check(room > 0, f"no room for the context: the model's max_length is {self.model.max_length}")
         return ids[-room:]
