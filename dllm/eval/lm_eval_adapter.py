@@ -41,6 +41,7 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 
 from dllm.cache import make_cache
+from dllm.engine import decode_window
 from dllm.errors import DllmError, check, check_types
 from dllm.generate import encode_prompts, generate
 from dllm.loading import DTYPES
@@ -171,10 +172,8 @@ class DllmLM(LM):
         except DllmError as e:
             raise DllmError(f"pretrained={opts['pretrained']!r}: {e}") from e
         self._device = self.model.device
-        if not opts["block_length"]:
-            m = self.model
-            opts["block_length"] = (m.block_size if m.attention_kind == "block_causal" and (m.block_size or 0) > 1
-                                    else 32)
+        if not opts["block_length"]:  # the one rule of dllm.generate (dllm.engine.decode_window)
+            opts["block_length"] = decode_window(self.model, None)
         check(opts["gen_length"] % opts["block_length"] == 0,
               f"gen_length ({opts['gen_length']}) must be a multiple of block_length ({opts['block_length']})")
         make_cache(self.cache, self.model, opts["block_length"])  # a bad cache name fails here, in one line
