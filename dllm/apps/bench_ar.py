@@ -61,7 +61,7 @@ def run(cfg: DictConfig) -> None:
     check(model.autoregressive, f"bench_ar compares autoregressive decoding; {cfg.model} is not autoregressive")
     with tempfile.TemporaryDirectory() as tmp:
         dllm.save_pretrained(model, tmp)
-        hf = AutoModelForCausalLM.from_pretrained(tmp, torch_dtype=torch.float32).eval()
+        hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
     prompts = read_prompts(cfg.prompts_file, cfg.n_prompts)
     ids = encode_prompts(model.tokenizer, prompts)
     eos = list(model.eos_token_ids)
