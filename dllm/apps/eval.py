@@ -26,7 +26,7 @@ def run(cfg: DictConfig) -> None:
 
     check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
     check(cfg.batch_size > 0, f"batch_size must be a positive integer, got {cfg.batch_size}")
-    if cfg.summary:  # checked before anything runs: a bad path leaves no items behind
+    if cfg.get("summary"):  # checked before anything runs: a bad path leaves no items behind
         check(not Path(cfg.summary).is_dir(), f"summary {cfg.summary} cannot be written: it is a folder")
     tasks = task_list(cfg.tasks)
     if "humaneval" in tasks:  # one line on how model-written code is confined here
