@@ -16,6 +16,14 @@ def visible(kv_len, q_pos0, lq: int, s: int, block_size: int):
     return vis[:, None]
 
 
+def all_visible(kv_len, q_pos0, s: int, block_size: int) -> bool:
+    """Every query sees every slot [0, s): all rows attend s slots and, block-causal, the first
+    query's block holds the last slot (so every later query's does too)."""
+    if not bool((kv_len == s).all()):
+        return False
+    return not block_size or bool(((s - 1) // block_size <= torch.div(q_pos0, block_size, rounding_mode="floor")).all())
+
+
 def window_attention_reference(q, k_cache, v_cache, rows, kv_len, q_pos0, block_size: int = 0,
                                scale: float | None = None, max_len: int | None = None):
     n, h, lq, d = q.shape
@@ -25,11 +33,11 @@ def window_attention_reference(q, k_cache, v_cache, rows, kv_len, q_pos0, block_
         k, v = k_cache[:, :, :s], v_cache[:, :, :s]  # every row, in order: a view, no copy
     else:
         k, v = k_cache[rows, :, :s], v_cache[rows, :, :s]  # [n, Hkv, S, D]
-    vis = visible(kv_len, q_pos0, lq, s, block_size)
     dtype = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
-    if bool(vis.all()):  # every slot visible (an AR step, equal rows): no mask, SDPA's fast path
+    if all_visible(kv_len, q_pos0, s, block_size):  # an AR step, equal rows: no mask, SDPA's fast path
         return F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), scale=scale,
                                               enable_gqa=k.shape[1] != h).to(q.dtype)
+    vis = visible(kv_len, q_pos0, lq, s, block_size)
     empty = ~vis.any(-1, keepdim=True)  # [n, 1, Lq, 1]: no visible key
     out = F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype), attn_mask=vis | empty, scale=scale,
                                          enable_gqa=k.shape[1] != h)
