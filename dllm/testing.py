@@ -6,6 +6,7 @@ ones, so ``dllm.load`` takes exactly the path it takes for LLaDA-8B, Dream-7B or
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from dllm.loading import new_model, save_pretrained
@@ -71,3 +72,15 @@ def tiny_checkpoint(folder: str | Path, family: str = "llada", seed: int = 0, ma
     """Write a random tiny model in ``family``'s real Hugging Face format and return the folder."""
     assert family in FAMILIES, family
     return save_pretrained(tiny_model(family, seed, **overrides), folder, max_shard_bytes=max_shard_bytes)
+
+
+# Prompts the embedded model answers, for the server tests (tests/test_serve.py, tests/test_serve_ray.py)
+SERVE_PROMPTS = ['reverse: ["Ann Lee", "Bob Stone"]', 'copy: ["Cy Young", "Dee Park", "Eve Hart"]',
+                 'sort: ["Bob Stone", "Ann Lee"]', 'reverse: ["Ann Lee", "Bob Stone", "Cy Young", "Dee Park"]']
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for servers started by tests and benchmarks)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,7 +1,6 @@
 """`dllm serve` started for real (uvicorn on a free port, in a subprocess) and called with the
 official `openai` client: completions, chat, streaming, concurrency ≡ alone, errors, metrics."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -10,18 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from dllm.testing import SERVE_PROMPTS as PROMPTS, free_port
+
 openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-PROMPTS = ['reverse: ["Ann Lee", "Bob Stone"]', 'copy: ["Cy Young", "Dee Park", "Eve Hart"]',
-           'sort: ["Bob Stone", "Ann Lee"]', 'reverse: ["Ann Lee", "Bob Stone", "Cy Young", "Dee Park"]']
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

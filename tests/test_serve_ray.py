@@ -1,7 +1,6 @@
 """`dllm serve_ray`: two local CPU replicas on Ray Serve, called with the official `openai` client;
 answers equal the single server's (the Python API's), streamed or not, under concurrency."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,17 +10,10 @@ import httpx
 import pytest
 import torch
 
+from dllm.testing import SERVE_PROMPTS as PROMPTS, free_port
+
 pytest.importorskip("ray.serve")
 openai = pytest.importorskip("openai")
-
-PROMPTS = ['reverse: ["Ann Lee", "Bob Stone"]', 'copy: ["Cy Young", "Dee Park", "Eve Hart"]',
-           'sort: ["Bob Stone", "Ann Lee"]', 'reverse: ["Ann Lee", "Bob Stone", "Cy Young", "Dee Park"]']
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ concurrency, against the Python API's latency and its time to finish the first b
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -27,12 +26,11 @@ from dllm.apps.eval import task_list
 from dllm.errors import DllmError, check
 from dllm.eval.plots import pyplot
 from dllm.eval.tasks import get_task
+from dllm.testing import free_port
 
 
 def start_server(cfg: DictConfig, max_batch: int, batching: str = "continuous"):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dllm.cli", "serve", f"port={port}", f"max_batch={max_batch}",
                              f"batching={batching}", f"model={cfg.model}", f"sampler={cfg.sampler}", "max_queue=4096"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
