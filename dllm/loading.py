@@ -15,6 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from dllm.delta import is_delta, load_delta
 from dllm.errors import DllmError, check
 from dllm.models import FAMILIES, DiffusionLM, HFDiffusionLM, Transformer
 from dllm.models.core import CoreConfig
@@ -22,7 +23,8 @@ from dllm.models.family import Family
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 # name -> folder inside the package (filled by the recipes that train the embedded models)
-BUILTIN = {p.name: p for p in sorted(ASSETS.glob("*")) if (p / "config.json").exists()} if ASSETS.exists() else {}
+BUILTIN = ({p.name: p for p in sorted(ASSETS.glob("*")) if (p / "config.json").exists() or (p / "delta.json").exists()}
+           if ASSETS.exists() else {})  # delta.json: a parent + what training changed (dllm/delta.py)
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -53,7 +55,7 @@ def resolve(name_or_path: str) -> Path:
     if path.suffix == ".gguf" and path.is_file():
         return from_gguf(path)
     if path.is_dir():
-        check((path / "config.json").exists(), f"model folder {path} has no config.json")
+        check((path / "config.json").exists() or is_delta(path), f"model folder {path} has no config.json")
         return path
     if path.exists() or name_or_path.count("/") != 1 or name_or_path.startswith((".", "/")):
         raise DllmError(
@@ -234,6 +236,9 @@ def load(name_or_path: str, dtype: str | torch.dtype = "float32", device: str = 
         check(dtype in DTYPES, f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         dtype = DTYPES[dtype]
     folder = resolve(str(name_or_path))
+    if is_delta(folder):  # a LoRA delta over an installed parent (dllm-smol-bd)
+        check(block_size is None, "block_size cannot override a delta checkpoint's trained block size")
+        return load_delta(folder, dtype, device)
     cfg = read_json(folder / "config.json")
     family = detect_family(cfg)
     core_cfg = family.read_config(cfg) if family is not None else None  # unsupported fields fail first

@@ -174,11 +174,12 @@ TRAIN = TrainConfig(batch_size=32, lr=2e-5, warmup_steps=30, min_lr_ratio=1.0, w
 
 
 def run(data: str, output_dir: str, init: str, block_size: int = 32, answer_length: int = 32,
-        max_prompt_length: int = 128, train: TrainConfig | dict | None = None):
+        max_prompt_length: int = 128, train: TrainConfig | dict | None = None, where: dict | None = None):
     """Adapt ``init`` (an AR checkpoint); ``train`` holds the settings that differ from ``TRAIN``.
+    ``where`` keeps only the data rows whose columns equal its values (e.g. ``{split: train}``).
     Resumes from ``output_dir/checkpoint`` when it exists. Returns the output folder."""
     train = TRAIN.updated(train)
     check(isinstance(block_size, int) and block_size > 1, f"block_size must be an integer > 1, got {block_size}")
-    rows = list(common.load_records(data))
+    rows = common.select_rows(common.load_records(data), where)
     recipe = BlockDiffusion(data, rows, init, block_size, answer_length, max_prompt_length, output_dir)
     return fit(recipe, train, output_dir)

@@ -35,6 +35,19 @@ def load_records(data: str, split: str = "train"):
         raise DllmError(f"data {data!r} is not a local file or folder and the hub gave {type(e).__name__}") from e
 
 
+def select_rows(rows, where: dict | None) -> list[dict]:
+    """The rows whose columns equal every value of ``where`` (None: all rows); one line naming a
+    column the data lacks, and an error when nothing is left."""
+    rows = list(rows)
+    if not where:
+        return rows
+    for key in where:
+        check(not rows or key in rows[0], f"where: the data has no column {key!r}; its columns are {sorted(rows[0])}")
+    kept = [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+    check(bool(kept), f"where={dict(where)} keeps none of the {len(rows)} data rows")
+    return kept
+
+
 def task_rows(spec: str) -> list[dict]:
     """``tasks:<names>:<n>`` -> the first n train items of each task as prompt/response rows.
     ``<names>`` is ``tiny`` (the embedded model's suite; reasoning-gym tasks only when installed)

