@@ -8,6 +8,7 @@ from dllm.samplers.dream import DreamSampler
 from dllm.samplers.entropy_bound import EntropyBoundSampler
 from dllm.samplers.entropy_threshold import EntropyThresholdSampler
 from dllm.samplers.factor import FactorSampler
+from dllm.samplers.frechet import FrechetSampler
 from dllm.samplers.freedave import FreeDaveSampler
 from dllm.samplers.learn2pd import Learn2PDFilter, Learn2PDSampler
 from dllm.samplers.llada import LLaDASampler
@@ -20,6 +21,7 @@ SAMPLERS: dict[str, type[Sampler]] = {
     "dream": DreamSampler,
     "threshold": ThresholdSampler,
     "factor": FactorSampler,
+    "frechet": FrechetSampler,
     "localleap": LocalLeapSampler,
     "entropy_threshold": EntropyThresholdSampler,
     "entropy_bound": EntropyBoundSampler,
@@ -39,6 +41,6 @@ __all__ = ["SAMPLERS", "Sampler", "StepState", "Decision", "build_sampler", "Cre
 # Analysis samplers need a reference output and are kept out of the production registry.
 ANALYSIS: dict[str, type[Sampler]] = {"oracle": OracleSampler}
 
-__all__ += ["LLaDASampler", "DreamSampler", "ThresholdSampler", "FactorSampler", "LocalLeapSampler",
+__all__ += ["LLaDASampler", "DreamSampler", "ThresholdSampler", "FactorSampler", "FrechetSampler", "LocalLeapSampler",
             "EntropyThresholdSampler", "EntropyBoundSampler", "FreeDaveSampler", "Learn2PDSampler", "Learn2PDFilter",
             "OracleSampler", "ANALYSIS"]
