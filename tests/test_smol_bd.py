@@ -54,6 +54,7 @@ def test_delta_applied_to_the_parent_is_the_trained_student(student, tmp_path):
     meta = json.loads((folder / DELTA_JSON).read_text())
     assert meta["parent"] == str(parent) and meta["block_size"] == 4
     assert not (folder / "config.json").exists()  # weights of the parent are not shipped
+    assert (folder / "loss.png").exists() and json.loads((folder / "recipe.json").read_text())["block_size"] == 4
     a, b = dllm.load(folder), dllm.load(out / "final" / "model")
     assert a.family == b.family == "fast_dllm_v2" and a.block_size == b.block_size == 4
     assert a.mask_token_id == b.mask_token_id

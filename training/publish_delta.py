@@ -23,6 +23,7 @@ from dllm.errors import check
 from dllm.loading import load
 from dllm.training import common
 from dllm.training.block_diffusion import MASK_TOKEN
+from dllm.training.publish import LOSS_LABEL, loss_plot
 
 
 def publish(run_dir: str | Path, out_dir: str | Path, stage: str = "final") -> Path:
@@ -49,6 +50,8 @@ def publish(run_dir: str | Path, out_dir: str | Path, stage: str = "final") -> P
                     parent_vocab=parent_vocab, vocab_size=student.core.embed_tokens.weight.shape[0],
                     mask_token=mask_token or MASK_TOKEN)
         (tmp / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
+        if (Path(run_dir) / "loss.jsonl").exists():
+            loss_plot([Path(run_dir) / "loss.jsonl"], tmp / "loss.png", out.name, LOSS_LABEL["block_diffusion"])
 
     common.atomic_dir(out, write)
     return out
