@@ -18,6 +18,8 @@ COMMANDS = {
     "bench_serve": ("dllm.apps.bench_serve", "dllm serve under load vs one request at a time; table in bench/serve"),
     "bench_ar": ("dllm.apps.bench_ar",
                  "a real AR model: dllm's loop vs transformers' generate; table in bench/real_ar"),
+    "bench_smol": ("dllm.apps.bench_smol",
+                   "dllm-smol-bd vs its AR parent on held-out prompts; table + plot in bench/smol"),
     "bench_cache": ("dllm.apps.bench_cache", "KV caches x samplers at several generation lengths; table + plot"),
 }
 
@@ -78,12 +80,27 @@ def check_composes(cmd: str, args: list[str]) -> str | None:
         with initialize_config_module("dllm.conf", version_base=None):
             compose(cmd, overrides=args)
     except Exception as e:  # noqa: BLE001  any composition error becomes its first lines, joined
+        moved = old_decode_spelling(args)
+        if moved:
+            return moved
         typed = _TYPE_ERROR.match(str(e.__cause__ or ""))
         if typed and getattr(e.__cause__, "full_key", None):  # a typed node (a structured config) refused a value
             return f"{e.__cause__.full_key} must be {_KINDS[typed[2]]}, got {typed[1]!r}"
         first = str(e).strip().splitlines()[:1]
         cause = [line for line in str(e.__cause__ or "").strip().splitlines()[:1] if line not in first]
         return " ".join(first + cause) or type(e).__name__
+    return None
+
+
+def old_decode_spelling(args: list[str]) -> str | None:
+    """A decode setting written at the top level (``gen_length=64``, the spelling before the ``decode:``
+    node) gets the new spelling in its one line."""
+    from dllm.generate import DECODE_KEYS
+
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in DECODE_KEYS:
+            return f"{key.lstrip('+')} is a decode setting: write decode.{key.lstrip('+')}={value}"
     return None
 
 

@@ -9,6 +9,7 @@ The server drives the same :class:`dllm.engine.Engine`, one request at a time.
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import torch
@@ -118,6 +119,13 @@ def generate(model, prompts: list[str] | list[list[int]], sampler: Sampler, *, g
     return collect(model, rows, time.perf_counter() - start, trace, s, engine.forward.nbytes)
 
 
+# The keys of a config's ``decode:`` node (and of a bench entry's overrides): generate()'s keyword
+# arguments, less the two that belong to one call, not to a setting: ``trace`` (what to record, an
+# output choice; ``dllm generate trace=`` sits beside ``decode``) and ``reference`` (per-prompt data).
+DECODE_KEYS = tuple(p.name for p in inspect.signature(generate).parameters.values()
+                    if p.kind is p.KEYWORD_ONLY and p.name not in ("trace", "reference"))
+
+
 def collect(model, rows, wall: float, trace: bool, s, cache_bytes: int) -> GenerationResult:
     ids, texts, stats, traces = [], [], [], []
     for r in rows:
@@ -132,5 +140,5 @@ def collect(model, rows, wall: float, trace: bool, s, cache_bytes: int) -> Gener
     return GenerationResult(ids=ids, text=texts, stats=stats, trace=traces, cache=s.cache.name, cache_bytes=cache_bytes)
 
 
-__all__ = ["generate", "encode_prompts", "answer_text", "decode_window", "GenerationResult", "SequenceStats", "Trace",
-           "DllmError"]
+__all__ = ["generate", "DECODE_KEYS", "encode_prompts", "answer_text", "decode_window", "GenerationResult",
+           "SequenceStats", "Trace", "DllmError"]

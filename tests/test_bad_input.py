@@ -43,20 +43,22 @@ def cli(tmp_path, monkeypatch, capsys):
 
 
 CLI_CASES = [  # (args, words the one line must hold)
-    (["generate", "prompt=hi", "gen_length=abc"], ["gen_length", "integer", "'abc'"]),
-    (["generate", "prompt=hi", "seed=abc"], ["seed", "integer"]),
+    (["generate", "prompt=hi", "decode.gen_length=abc"], ["gen_length", "integer", "'abc'"]),
+    (["generate", "prompt=hi", "decode.seed=abc"], ["seed", "integer"]),
     (["generate", "prompt=hi", "batch_size=x"], ["batch_size", "integer"]),
-    (["generate", "prompt=hi", "steps=1.5"], ["steps", "integer"]),
-    (["generate", "prompt=hi", "block_length=abc"], ["block_length", "integer"]),
-    (["generate", "prompt=hi", "cfg_scale=abc"], ["cfg_scale", "number"]),
-    (["generate", "prompt=hi", "stop_at_eos=maybe"], ["stop_at_eos", "true or false"]),
+    (["generate", "prompt=hi", "decode.steps=1.5"], ["steps", "integer"]),
+    (["generate", "prompt=hi", "decode.block_length=abc"], ["block_length", "integer"]),
+    (["generate", "prompt=hi", "decode.cfg_scale=abc"], ["cfg_scale", "number"]),
+    (["generate", "prompt=hi", "decode.stop_at_eos=maybe"], ["stop_at_eos", "true or false"]),
     (["generate", "prompt=hi", "sampler.top_k=1.5"], ["sampler.top_k", "integer"]),
     (["generate", "prompt=hi", "sampler.temperature=abc"], ["sampler.temperature", "number"]),
     (["generate", "prompt=hi", "sampler=threshold", "sampler.threshold=abc"], ["sampler.threshold", "number"]),
     (["generate", "prompt=hi", "sampler.temperature=inf"], ["temperature", "finite"]),
     (["generate", "prompt=hi", "model.dtype=f7"], ["dtype", "float32"]),
     (["generate", "prompt=hi", "+model.block_size=abc"], ["model.block_size", "integer"]),
-    (["generate", "prompt=hi", "gen_lenght=64"], ["gen_lenght"]),
+    (["generate", "prompt=hi", "decode.gen_lenght=64"], ["gen_lenght"]),
+    (["generate", "prompt=hi", "gen_length=64"], ["decode.gen_length=64"]),  # the spelling before decode:
+    (["eval", "cache=dual"], ["decode.cache=dual"]),
     (["eval", "tasks=[waiting_line/reverse"], ["[waiting_line/reverse"]),
     (["generate", "prompt=hi", "sampler=nope"], ["sampler must be one of"]),
     (["generate", "prompt=hi", "model=nope"], ["model must be one of"]),
@@ -72,15 +74,16 @@ CLI_CASES = [  # (args, words the one line must hold)
     (["generate", "prompts_file=torn.jsonl"], ["prompts_file", "line 2", "not JSON"]),
     (["generate", "prompt=hi", "output=missing/out.jsonl"], ["output", "cannot be written"]),
     (["generate", "prompt=hi", "output=folder"], ["output", "cannot be written"]),
-    (["generate", "prompt=hi", "gen_length=20", "block_length=8"], ["gen_length (20)", "block_length (8)"]),
+    (["generate", "prompt=hi", "decode.gen_length=20", "decode.block_length=8"],
+     ["gen_length (20)", "block_length (8)"]),
     (["eval", "n_items=lots"], ["n_items", "integer", "'lots'"]),
     (["eval", "n_items=0"], ["n_items", "positive"]),
     (["eval", "batch_size=0"], ["batch_size", "positive"]),
-    (["eval", "gen_length=abc"], ["gen_length", "integer"]),
-    (["eval", "seed=1.5"], ["seed", "integer"]),
+    (["eval", "decode.gen_length=abc"], ["gen_length", "integer"]),
+    (["eval", "decode.seed=1.5"], ["seed", "integer"]),
     (["eval", "tasks=[nope]"], ["task must be one of", "'nope'"]),
     (["eval", "sampler=threshold", "sampler.threshold=abc"], ["sampler.threshold", "number"]),
-    (["eval", "cache=nope"], ["cache", "nope"]),
+    (["eval", "decode.cache=nope"], ["cache", "nope"]),
     (["eval", "tasks=[waiting_line/reverse]", "n_items=1", "output=folder"], ["output", "is a folder"]),
     (["eval", "tasks=[waiting_line/reverse]", "n_items=1", "output=wrong_key.jsonl/items.jsonl"], ["output"]),
     (["eval", "--multirun", "sampler=llada,threshold", "model.name_or_path=a/../../out"], ["'..'", "sweep_dir"]),
@@ -98,8 +101,8 @@ CLI_CASES = [  # (args, words the one line must hold)
     (["sweep_report", "empty_sweep"], ["no finished runs"]),
     (["sweep_report", "empty_sweep", "--out", "wrong_key.jsonl"], ["--out", "not a folder"]),
     (["fly"], ["command must be one of"]),
-    (["generate", "prompt=hi", "multi_block=0"], ["multi_block", "(0, 1]"]),
-    (["generate", "prompt=hi", "multi_block=abc"], ["multi_block", "number"]),
+    (["generate", "prompt=hi", "decode.multi_block=0"], ["multi_block", "(0, 1]"]),
+    (["generate", "prompt=hi", "decode.multi_block=abc"], ["multi_block", "number"]),
     (["eval", "tasks=[waiting_line/copy]", "n_items=1", "output=items.jsonl", "summary=folder"],
      ["summary folder cannot be written: it is a folder"]),
 ]
@@ -146,7 +149,7 @@ def test_real_process_exit_codes(tmp_path):
     sweep = tmp_path / "sweep"
     cases = [["eval", "--multirun", "model.name_or_path=x/../../../escape", f"sweep_dir={sweep}"],
              ["sweep_report", str(tmp_path / "typo")],
-             ["generate", "prompt=hi", "gen_length=abc"]]
+             ["generate", "prompt=hi", "decode.gen_length=abc"]]
     code = "import sys, runpy\nfor args in %r:\n" \
            "    sys.argv = ['dllm', *args]\n" \
            "    try:\n        runpy.run_module('dllm.cli', run_name='__main__')\n" \

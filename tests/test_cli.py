@@ -12,8 +12,8 @@ def dllm_cli(*args, timeout=120):
 
 def test_generate_runs(checkpoints, tmp_path):
     out = tmp_path / "out.jsonl"
-    r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", "prompt=the cat sat", "gen_length=16",
-                 "block_length=8", f"output={out}")
+    r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", "prompt=the cat sat", "decode.gen_length=16",
+                 "decode.block_length=8", f"output={out}")
     assert r.returncode == 0, r.stderr
     assert "NFE 16" in r.stdout and out.exists()
 
@@ -21,8 +21,8 @@ def test_generate_runs(checkpoints, tmp_path):
 def test_generate_from_jsonl(checkpoints, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"prompt": "the cat"}\n"one two three"\n')
-    r = dllm_cli("generate", f"model.name_or_path={checkpoints['dream']}", f"prompts_file={f}", "gen_length=8",
-                 "block_length=8", "sampler=dream")
+    r = dllm_cli("generate", f"model.name_or_path={checkpoints['dream']}", f"prompts_file={f}", "decode.gen_length=8",
+                 "decode.block_length=8", "sampler=dream")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("NFE") == 2
 
@@ -33,9 +33,9 @@ def test_help_lists_choices():
 
 
 @pytest.mark.parametrize("args, pattern", [
-    (["gen_length=20", "block_length=8"], "gen_length (20) must be a multiple of block_length (8)"),
-    (["gen_length=16", "block_length=8", "steps=3"], "steps (3) must be a positive multiple"),
-    (["gen_length=300", "block_length=10"], "exceeds the model's max_length"),
+    (["decode.gen_length=20", "decode.block_length=8"], "gen_length (20) must be a multiple of block_length (8)"),
+    (["decode.gen_length=16", "decode.block_length=8", "decode.steps=3"], "steps (3) must be a positive multiple"),
+    (["decode.gen_length=300", "decode.block_length=10"], "exceeds the model's max_length"),
     (["sampler=nope"], "sampler must be one of"),
     (["model=nope"], "model must be one of"),
     (["sampler.temperature=-1"], "temperature must be >= 0"),
@@ -59,7 +59,7 @@ def test_unknown_command():
 
 def test_prompt_with_brackets_and_quotes_is_text(checkpoints):
     r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", 'prompt=reverse: ["Ann Lee", "Bob\'s"]',
-                 "gen_length=8", "block_length=8")
+                 "decode.gen_length=8", "decode.block_length=8")
     assert r.returncode == 0, r.stderr
     assert '>>> reverse: ["Ann Lee", "Bob\'s"]' in r.stdout
 
@@ -69,12 +69,12 @@ def test_generate_output_is_never_half_written(checkpoints, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"prompt": "the cat"}\n{"prompt": "   "}\n')
     out = tmp_path / "out.jsonl"
-    r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", f"prompts_file={f}", "gen_length=8",
-                 "block_length=8", "batch_size=1", f"output={out}")
+    r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", f"prompts_file={f}", "decode.gen_length=8",
+                 "decode.block_length=8", "batch_size=1", f"output={out}")
     assert r.returncode == 2 and r.stderr.count("error") == 1 and "line 2" in r.stderr, r.stderr
     assert list(tmp_path.iterdir()) == [f]
-    r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", "prompt=the cat", "gen_length=8",
-                 "block_length=8", f"output={tmp_path}/missing/out.jsonl")
+    r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", "prompt=the cat", "decode.gen_length=8",
+                 "decode.block_length=8", f"output={tmp_path}/missing/out.jsonl")
     assert r.returncode == 2 and "output" in r.stderr and r.stderr.count("\n") == 1, r.stderr
 
 

@@ -1,6 +1,7 @@
 """Every YAML under conf/ is composed the way a command composes it, and every object node in it is
-bound to its target's signature (samplers are also built): no file is skipped. Shared facts (the
-Hydra settings, the recipes' task mixture) are written once."""
+bound to its target's signature (samplers are also built), every ``decode:`` node (and bench entry)
+to generate()'s: no file is skipped. Shared facts (the Hydra settings, the recipes' task mixture)
+are written once."""
 
 import inspect
 from pathlib import Path
@@ -12,6 +13,7 @@ from omegaconf import OmegaConf
 
 import dllm.conf
 from dllm.errors import check_types
+from dllm.generate import DECODE_KEYS, generate
 from dllm.training.fit import TrainConfig
 
 CONF = Path(dllm.conf.__file__).parent
@@ -29,10 +31,27 @@ def composed(primary: str, *overrides: str, hydra: bool = False):
         return compose(primary, overrides=list(overrides), return_hydra_config=hydra)
 
 
+def bind_decode(values: dict, where: str) -> None:
+    """Decode settings (a ``decode:`` node, a bench entry's overrides) are generate()'s keywords."""
+    assert set(values) <= set(DECODE_KEYS), f"{where}: {sorted(set(values) - set(DECODE_KEYS))} not in generate()"
+    inspect.signature(generate).bind(None, None, None, **values)
+    check_types(generate, values, prefix=f"{where}.")
+
+
 def bind_targets(node, where: str = "") -> int:
-    """Bind every ``_target_`` node under ``node`` (a plain container) to its target; -> how many."""
+    """Bind every ``_target_`` node under ``node`` (a plain container) to its target, and every
+    ``decode`` node and bench entry (``samplers.<name>``: a sampler + decode overrides) to
+    generate(); -> how many nodes."""
     count = 0
     if isinstance(node, dict):
+        if isinstance(node.get("decode"), dict):
+            bind_decode(node["decode"], f"{where}.decode".lstrip("."))
+            count += 1
+        if isinstance(node.get("samplers"), dict):
+            for name, entry in node["samplers"].items():
+                if isinstance(entry, dict) and "sampler" in entry:
+                    bind_decode({k: v for k, v in entry.items() if k not in ("sampler", "model")},
+                                f"{where}.samplers.{name}".lstrip("."))
         if "_target_" in node:
             target = get_method(node["_target_"])
             values = {k: v for k, v in node.items() if not k.startswith("_")}
@@ -62,7 +81,16 @@ def test_primary_config_composes_and_binds(primary):
     assert cfg.hydra.job_logging.root.level == "ERROR"  # shared/hydra: no log files, no chatter
     del cfg.hydra
     values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert not set(values) & set(DECODE_KEYS), f"{primary}: decode settings go under decode:"
     bind_targets(values)
+
+
+def test_an_unknown_decode_key_fails_the_binding():
+    bind_targets({"decode": {"gen_length": 8, "cache": "dual"}, "samplers": {"a": {"sampler": {}, "steps": 4}}})
+    for bad in ({"decode": {"gen_lenght": 8}}, {"samplers": {"a": {"sampler": {}, "step": 4}}},
+                {"x": {"decode": {"trace": True}}}):
+        with pytest.raises(AssertionError, match="not in generate"):
+            bind_targets(bad)
 
 
 @pytest.mark.parametrize("rel", [p for p in yaml_files()

@@ -86,8 +86,8 @@ def test_record_of_a_resolved_run_is_json():
     per_task["all"] = per_task["a"]
     model = tiny_model("fast_dllm_v2", seed=0, block_size=8)
     r = rec.run_record(per_task, model, EntropyBoundSampler(0.2, temperature=0.5),
-                       {"batch_size": 4, "gen_length": 16, "block_length": None, "steps": None, "n_items": 2,
-                        "model": {"name_or_path": "x"}}, processes=2, command="dllm eval")
+                       {"batch_size": 4, "decode": {"gen_length": 16, "block_length": None, "steps": None},
+                        "n_items": 2, "model": {"name_or_path": "x"}}, processes=2, command="dllm eval")
     json.dumps(r, allow_nan=False)
     assert r["overall"]["forwards"] == 7 and r["overall"]["generated_tokens"] == 12
     assert r["per_task"]["b"] == {"items": 0}

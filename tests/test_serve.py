@@ -118,6 +118,9 @@ def test_cancelled_stream_frees_its_row(server, client):
     ({"prompt": ""}, 400, "prompt"),
     ({"prompt": "x", "cache": "block"}, 400, "cache"),
     ({"prompt": "x", "multi_block": 0}, 400, "multi_block"),
+    ({"prompt": "x", "steps": 3}, 400, "steps"),
+    ({"prompt": "x", "stop_at_eos": "yes"}, 400, "stop_at_eos"),
+    ({"prompt": "x", "seed": 1.5}, 400, "seed"),
     ({"prompt": "x", "model": "gpt-4"}, 404, "model"),
     ({"prompt": "x", "bogus": 1}, 400, "bogus"),
 ])

@@ -25,7 +25,8 @@ def test_generate_command_draws_the_trace(tmp_path):
     import sys
 
     path = tmp_path / "trace.png"
-    r = subprocess.run([sys.executable, "-m", "dllm.cli", "generate", 'prompt=copy: ["Ann Lee"]', "gen_length=32",
-                        f"trace={path}", "sampler=threshold"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "dllm.cli", "generate", 'prompt=copy: ["Ann Lee"]',
+                        "decode.gen_length=32", f"trace={path}", "sampler=threshold"],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert path.exists() and path.stat().st_size > 5000

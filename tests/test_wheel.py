@@ -81,7 +81,7 @@ def test_wheel_installs_every_package_and_generates(tmp_path):
     assert seen["dllm"].startswith(site), seen  # the installed copy, not the checkout
     assert seen["imported"] == len(packages)
 
-    r = subprocess.run([str(venv / "bin" / "dllm"), "generate", 'prompt=copy: ["Ann Lee"]', "gen_length=16",
-                        "block_length=16"], **run)
+    r = subprocess.run([str(venv / "bin" / "dllm"), "generate", 'prompt=copy: ["Ann Lee"]', "decode.gen_length=16",
+                        "decode.block_length=16"], **run)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "NFE" in r.stdout, r.stdout

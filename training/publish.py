@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+from dllm.engine import decode_window
 from dllm.eval.plots import pyplot
 from dllm.eval.runner import evaluate, markdown_table
 from dllm.eval.tasks import task_list
@@ -79,19 +80,20 @@ def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_lengt
               LOSS_LABEL.get(recipe.get("recipe"), "loss"))
     model = load(str(dest))
     arch = model.core.cfg
-    # decode as the model was trained: LLaDA one block; block diffusion its blocks with the exact
-    # block cache; an AR model (blocks of one token) one token per forward with its KV cache
+    # the default window (dllm.engine.decode_window: block diffusion its blocks, an AR model one token
+    # per forward); block-causal models decode with their exact block cache (an AR model's KV cache)
+    block = decode_window(model, None)
     if arch.attention == "block_causal":
-        block, cache = (gen_length if arch.autoregressive else arch.block_size), "block"
+        cache = "block"
         kind = ("causal (autoregressive)" if arch.autoregressive
                 else f"block-causal (blocks of {arch.block_size}, aligned to absolute positions)")
     else:
-        block, cache, kind = gen_length, "none", "bidirectional"
+        cache, kind = "none", "bidirectional"
     params = sum(p.numel() for p in model.core.parameters())
     size_mb = sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 2**20
     tasks = task_list("tiny")
     per_task = evaluate(model, LLaDASampler(), tasks, n_items,
-                        dict(gen_length=gen_length, block_length=block, cache=cache), batch_size=50)
+                        dict(gen_length=gen_length, cache=cache), batch_size=50)
     card = f"""# {name}
 
 {description or DEFAULT_DESCRIPTION.format(name=name)}
@@ -118,7 +120,7 @@ Training command (resumable: rerun the same command after an interruption):
 
 One token per forward (LLaDA top-k, `steps = gen_length = {gen_length}`, greedy), first {n_items} test
 items of each task; `python -m dllm.training.publish` reproduces it
-(`dllm eval model.name_or_path={name} tasks=tiny gen_length={gen_length} block_length={block} cache={cache}` gives the same figures):
+(`dllm eval model.name_or_path={name} tasks=tiny decode.gen_length={gen_length} decode.block_length={block} decode.cache={cache}` gives the same figures):
 
 {markdown_table(per_task)}
 """  # noqa: E501  (markdown table rows are one line each)

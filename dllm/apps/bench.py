@@ -7,10 +7,10 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dllm.apps.common import build, one_line_errors
-from dllm.apps.eval import task_list
+from dllm.apps.common import build, check_decode, decode_of, one_line_errors
 from dllm.errors import check
 from dllm.eval import plots
+from dllm.eval.tasks import task_list
 
 
 @one_line_errors
@@ -24,18 +24,15 @@ def run(cfg: DictConfig) -> None:
     tasks = task_list(cfg.tasks)
     model = build(cfg.model)
     entries, models = {}, {}
-    for name, e in cfg.samplers.items():
+    for name, e in cfg.samplers.items():  # an entry: its sampler, maybe its own model, and decode overrides
         overrides = {k: v for k, v in e.items() if k not in ("sampler", "model")}
-        bad = set(overrides) - {"steps", "stop_at_eos", "block_length", "cfg_scale", "cache", "multi_block"}
-        check(not bad, f"bench entry {name!r}: keys must be sampler, model, steps, stop_at_eos, block_length, "
-                       f"cfg_scale, cache, multi_block; got {sorted(bad)}")
+        check_decode(overrides, f"samplers.{name}.")
         entries[name] = {"sampler": build(e.sampler), **overrides}
         if e.get("model") is not None:  # its own model (built once per distinct config)
             key = OmegaConf.to_yaml(e.model, resolve=True)
             models[key] = models[key] if key in models else build(e.model)
             entries[name]["model"] = models[key]
-    gen = dict(gen_length=cfg.gen_length, block_length=cfg.block_length, stop_at_eos=cfg.get("stop_at_eos", True))
-    result = bench(model, entries, cfg.baseline, tasks, cfg.n_items, gen, cfg.batch_size,
+    result = bench(model, entries, cfg.baseline, tasks, cfg.n_items, decode_of(cfg), cfg.batch_size,
                    oracle=cfg.get("oracle", True))
     command = "dllm bench " + " ".join(sys.argv[1:])
     md = write_outputs(result, cfg.baseline, cfg.out_dir, cfg.title, command.strip())

@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from dllm.apps.common import one_line_errors
+from dllm.apps.common import decode_of, one_line_errors
 from dllm.errors import DllmError, check
 
 
@@ -66,6 +66,7 @@ def run(cfg: DictConfig) -> None:
     ids = encode_prompts(model.tokenizer, prompts)
     eos = list(model.eos_token_ids)
     sampler = dllm.samplers.LLaDASampler()
+    decode = decode_of(cfg)
     rows, texts = {}, {}
     for batch in cfg.batch_sizes:
         groups = [ids[i:i + batch] for i in range(0, len(ids), batch)]
@@ -74,7 +75,7 @@ def run(cfg: DictConfig) -> None:
                 with torch.no_grad():
                     for cache in ("block", "none"):
                         t = time.perf_counter()
-                        res = dllm.generate(model, g, sampler, gen_length=cfg.gen_length, cache=cache)
+                        res = dllm.generate(model, g, sampler, **{**decode, "cache": cache})
                         wall = time.perf_counter() - t
                         r = rows.setdefault((f"dllm cache={cache}", batch), {"gen": 0, "wall": 0.0, "fed": 0, "nfe": 0})
                         r["gen"] += sum(s.gen_tokens for s in res.stats)
@@ -83,7 +84,7 @@ def run(cfg: DictConfig) -> None:
                         r["nfe"] += sum(s.nfe for s in res.stats)
                         texts[(cache, batch)] = texts.get((cache, batch), []) + [a[:s.gen_tokens].tolist()
                                                                                 for a, s in zip(res.ids, res.stats)]
-                    answers, wall = hf_generate(hf, model.tokenizer, g, cfg.gen_length, eos)
+                    answers, wall = hf_generate(hf, model.tokenizer, g, decode["gen_length"], eos)
                 r = rows.setdefault(("transformers generate (KV cache)", batch),
                                     {"gen": 0, "wall": 0.0, "fed": 0, "nfe": 0})
                 r["gen"] += sum(map(len, answers))
@@ -98,7 +99,7 @@ def report(cfg: DictConfig, rows: dict, texts: dict, prompts: list[str]) -> None
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"# Autoregressive decoding: dllm's one loop vs transformers ({cfg.model}, {len(prompts)} GSM8K test "
-             f"questions, gen {cfg.gen_length}, greedy, {cfg.threads} CPU threads, {cfg.rounds} rounds "
+             f"questions, gen {cfg.decode.gen_length}, greedy, {cfg.threads} CPU threads, {cfg.rounds} rounds "
              "taking turns)", "",
              "| decoder | batch | tok/s | vs transformers | forward tokens per generated token | identical text |",
              "|---|---|---|---|---|---|"]

@@ -7,9 +7,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dllm.apps.common import build, one_line_errors
-from dllm.apps.eval import task_list
+from dllm.apps.common import build, decode_of, one_line_errors
 from dllm.errors import check
+from dllm.eval.tasks import task_list
 
 
 @one_line_errors
@@ -25,7 +25,8 @@ def run(cfg: DictConfig) -> None:
     model = build(cfg.model)
     samplers = {name: build(node) for name, node in cfg.samplers.items()}
     lengths = [int(g) for g in cfg.gen_lengths]
-    result = cb.cache_bench(model, samplers, list(cfg.caches), tasks, cfg.n_items, lengths, cfg.block_length,
+    decode = decode_of(cfg)
+    result = cb.cache_bench(model, samplers, list(cfg.caches), tasks, cfg.n_items, lengths, decode,
                             cfg.batch_size) if lengths else {}
     profiles = {}
     items = [it for t in tasks for it in get_task(t).items("test", cfg.n_items)][:cfg.batch_size]
@@ -35,8 +36,8 @@ def run(cfg: DictConfig) -> None:
         check(name in samplers and g.strip().isdigit(),
               f"profile entries read '<cache> + <sampler> @ <gen_length>' with a sampler of {list(samplers)}, "
               f"got {entry!r}")
-        gen = dict(gen_length=int(g), block_length=cfg.block_length, stop_at_eos=False)
-        profiles[entry] = cb.profile(model, [it.prompt for it in items], samplers[name], cache, gen)
+        every_position = {**decode, "gen_length": int(g), "stop_at_eos": False}
+        profiles[entry] = cb.profile(model, [it.prompt for it in items], samplers[name], cache, every_position)
     command = ("dllm bench_cache " + " ".join(sys.argv[1:])).strip()
     md = cb.write(result, profiles, cfg.out_dir, cfg.title, command, model)
     for g, per in result.items():

@@ -22,10 +22,9 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from dllm.apps.common import one_line_errors
-from dllm.apps.eval import task_list
 from dllm.errors import DllmError, check
 from dllm.eval.plots import pyplot
-from dllm.eval.tasks import get_task
+from dllm.eval.tasks import get_task, task_list
 from dllm.testing import free_port
 
 

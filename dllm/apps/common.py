@@ -9,23 +9,39 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dllm.errors import DllmError, check_types, check_value
+from dllm.errors import DllmError, check, check_types, check_value
+from dllm.generate import DECODE_KEYS, generate
 
 # Top-level keys of the primary configs (conf/*.yaml) and the kind of value each takes; the
-# keys of a node with a ``_target_`` (model, sampler, recipe) are checked against its signature.
+# keys of a node with a ``_target_`` (model, sampler, recipe) are checked against its signature,
+# and those of the ``decode:`` node against generate()'s.
 KINDS: dict[str, tuple[type, bool]] = {  # key -> (kind, null allowed)
-    "gen_length": (int, False), "block_length": (int, True), "steps": (int, True), "n_items": (int, False),
-    "batch_size": (int, False), "seed": (int, True), "cfg_scale": (float, False), "stop_at_eos": (bool, False),
-    "requests": (int, False), "max_batch": (int, False), "max_queue": (int, False), "max_tokens": (int, False),
-    "port": (int, False), "multi_block": (float, False), "replicas": (int, False),
+    "n_items": (int, False), "batch_size": (int, False), "requests": (int, False), "max_batch": (int, False),
+    "max_queue": (int, False), "max_tokens": (int, False), "port": (int, False), "replicas": (int, False),
 }
 
 
+def check_decode(values: dict, where: str = "decode.") -> None:
+    """Decode settings (a ``decode:`` node, a bench entry's overrides): generate()'s keywords, typed as
+    generate() types them."""
+    bad = sorted(set(values) - set(DECODE_KEYS))
+    check(not bad, f"{where}{bad[0] if bad else ''} is not a decode setting; decode settings are generate()'s "
+                   f"keywords: {list(DECODE_KEYS)}")
+    check_types(generate, values, prefix=where)
+
+
+def decode_of(cfg: DictConfig) -> dict:
+    """The config's ``decode:`` node as generate()'s keyword arguments (``generate(..., **decode_of(cfg))``)."""
+    return OmegaConf.to_container(cfg.decode, resolve=True) if "decode" in cfg else {}
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Non-numeric values (``gen_length=abc``, ``sampler.top_k=1.5``) become one line naming the key."""
+    """Non-numeric values (``decode.gen_length=abc``, ``sampler.top_k=1.5``) become one line naming the key."""
     for key, (kind, optional) in KINDS.items():
         if key in cfg:
             check_value(key, cfg[key], kind, optional)
+    if "decode" in cfg:
+        check_decode(decode_of(cfg))
     for key in cfg:
         node = cfg[key]
         if isinstance(node, DictConfig) and "_target_" in node:

@@ -8,16 +8,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from dllm.apps.common import build, one_line_errors
+from dllm.apps.common import build, decode_of, one_line_errors
 from dllm.errors import DllmError, check
 from dllm.eval.resume import model_settings
-from dllm.eval.tasks import task_list  # noqa: F401  (bench, bench_cache and bench_serve import it from here)
-
-
-def gen_kwargs(cfg: DictConfig) -> dict:
-    return dict(gen_length=cfg.gen_length, block_length=cfg.block_length, steps=cfg.steps, cfg_scale=cfg.cfg_scale,
-                stop_at_eos=cfg.stop_at_eos, cache=cfg.get("cache", "none"), seed=cfg.get("seed"),
-                multi_block=cfg.get("multi_block", 1.0))
+from dllm.eval.tasks import task_list
 
 
 @one_line_errors
@@ -42,7 +36,7 @@ def run(cfg: DictConfig) -> None:
         settings["parallelbench_items"] = use_parallelbench_items(cfg.get("data_dir"), cfg.get("hub_dataset"))
     model, sampler = build(cfg.model), build(cfg.sampler)
     settings["model"] = model_settings(cfg.model)
-    per_task = evaluate(model, sampler, tasks, cfg.n_items, gen_kwargs(cfg), cfg.batch_size, output, settings=settings)
+    per_task = evaluate(model, sampler, tasks, cfg.n_items, decode_of(cfg), cfg.batch_size, output, settings=settings)
     from dllm.eval.runner import dist_state
 
     if not dist_state().is_main_process:  # several processes: the main one reports
@@ -78,7 +72,8 @@ def run(cfg: DictConfig) -> None:
 
         row = {"run": HydraConfig.get().job.override_dirname or job_dir.name,
                "overrides": list(HydraConfig.get().overrides.task), "sampler": repr(sampler),
-               "cache": cfg.get("cache", "none"), "block_length": cfg.block_length, "gen_length": cfg.gen_length,
+               "cache": cfg.decode.get("cache", "none"), "block_length": cfg.decode.get("block_length"),
+               "gen_length": cfg.decode.gen_length,
                "model": str(cfg.model.get("name_or_path", "")), "tasks": tasks, **s}
         (job_dir / "summary.json").write_text(json.dumps(row, indent=1))
 

@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from dllm.apps.common import build, one_line_errors
+from dllm.apps.common import build, decode_of, one_line_errors
 from dllm.errors import DllmError, check
 from dllm.generate import generate
 
@@ -56,14 +56,12 @@ def run(cfg: DictConfig) -> None:
           f"output {cfg.output} cannot be written: its folder must exist and be writable, and it must not be a folder")
     model = build(cfg.model)
     sampler = build(cfg.sampler)
+    decode = decode_of(cfg)
     rows = []  # written whole at the end (temp file + rename): a failure leaves no partial file
     chunks = range(0, len(prompts), cfg.batch_size)
     for i in tqdm(chunks, desc="generate", disable=len(chunks) < 2):
         batch = prompts[i:i + cfg.batch_size]
-        res = generate(model, batch, sampler, gen_length=cfg.gen_length, block_length=cfg.block_length,
-                       steps=cfg.steps, cfg_scale=cfg.cfg_scale, stop_at_eos=cfg.stop_at_eos,
-                       chat_template=cfg.chat_template, seed=cfg.seed, trace=bool(cfg.trace),
-                       cache=cfg.get("cache", "none"), multi_block=cfg.get("multi_block", 1.0))
+        res = generate(model, batch, sampler, trace=bool(cfg.trace), **decode)
         for j, (prompt, text, st) in enumerate(zip(batch, res.text, res.stats)):
             print(f">>> {prompt}\n{text}")
             if isinstance(cfg.trace, str):  # trace=out.png / out.html: one picture per prompt

@@ -45,9 +45,11 @@ def cache_bytes_per_row(model, length: int) -> int:
 
 
 def cache_bench(model, samplers: dict, caches: list[str], tasks: list[str], n_items: int, gen_lengths: list[int],
-                block_length: int, batch_size: int, progress: bool = True) -> dict:
+                decode: dict, batch_size: int, progress: bool = True) -> dict:
     """-> {gen_length: {entry: figures}}; entry = "<cache> + <sampler name>"; the first cache and
-    the first sampler form the reference entry (speed-ups divide by its tokens/s)."""
+    the first sampler form the reference entry (speed-ups divide by its tokens/s). ``decode``: the
+    generate() keywords every entry shares; gen_length comes from ``gen_lengths``, the cache from
+    ``caches``, and every position is decoded (stop_at_eos=False), so caches are compared on all of it."""
     first = next(iter(samplers))
     items = [it for t in tasks for it in get_task(t).items("test", n_items)]
     prompt_max = max(len(model.tokenizer(it.prompt)["input_ids"]) for it in items)
@@ -56,8 +58,8 @@ def cache_bench(model, samplers: dict, caches: list[str], tasks: list[str], n_it
         entries = {f"{c} + {s}": {"sampler": samp, "cache": c} for s, samp in samplers.items() for c in caches}
         base = f"{caches[0]} + {first}"
         rows: dict[str, list[dict]] = {}
-        res = bench(model, entries, base, tasks, n_items, dict(gen_length=g, block_length=block_length,
-                                                                    stop_at_eos=False), batch_size, progress, rows)
+        every_position = {**decode, "gen_length": g, "stop_at_eos": False}
+        res = bench(model, entries, base, tasks, n_items, every_position, batch_size, progress, rows)
         per = {}
         for name in entries:
             cache, s = name.split(" + ")

@@ -121,14 +121,15 @@ def model_entry(model, config: dict) -> dict:
 def run_record(per_task: dict[str, dict], model, sampler, settings: dict, processes: int = 1,
                command: str | None = None) -> dict:
     """The record of one ``evaluate`` run. ``settings`` is the eval config as a plain dict (model,
-    tasks, n_items, batch_size, gen_length, block_length, steps, cache, cfg_scale, stop_at_eos).
+    tasks, n_items, batch_size, and the ``decode`` node: gen_length, block_length, steps, cache, ...).
     ``concurrency`` is the number of rows decoded at once: ``batch_size`` rows in each of
     ``processes`` processes."""
     from dllm.generate import decode_window
 
     tasks = [t for t in per_task if t != "all"]
     batch = int(settings["batch_size"])
-    gen_length = int(settings["gen_length"])
+    decode = settings["decode"]
+    gen_length = int(decode["gen_length"])
     return {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -136,9 +137,9 @@ def run_record(per_task: dict[str, dict], model, sampler, settings: dict, proces
         "dllm": dllm_source(),
         "model": model_entry(model, dict(settings.get("model") or {})),
         "sampler": sampler_entry(sampler),
-        "decode": {"gen_length": gen_length, "block_length": decode_window(model, settings.get("block_length")),
-                   "steps": settings.get("steps") or gen_length, "cache": settings.get("cache", "none"),
-                   "cfg_scale": settings.get("cfg_scale", 0.0), "stop_at_eos": settings.get("stop_at_eos", True)},
+        "decode": {"gen_length": gen_length, "block_length": decode_window(model, decode.get("block_length")),
+                   "steps": decode.get("steps") or gen_length, "cache": decode.get("cache", "none"),
+                   "cfg_scale": decode.get("cfg_scale", 0.0), "stop_at_eos": decode.get("stop_at_eos", True)},
         "hardware": hardware(getattr(model, "device", "cpu")),
         "batch_size": batch, "processes": processes, "concurrency": batch * processes,
         "benchmark": {"tasks": tasks, "n_items": settings.get("n_items"), "split": "test"},

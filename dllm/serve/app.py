@@ -3,7 +3,9 @@
 Endpoints: POST /v1/completions, POST /v1/chat/completions (the tokenizer's chat template),
 GET /v1/models, GET /health, GET /metrics (Prometheus text). The dLLM fields ride in the same body
 (OpenAI clients pass them with ``extra_body``): ``sampler`` (a registry name), ``sampler_args``
-(its knobs), ``block_length``, ``cache``. Errors are OpenAI-style JSON bodies naming the field.
+(its knobs), and the decode settings of :data:`REQUEST_DECODE` (``block_length``, ``cache``,
+``multi_block``, ...), whose defaults are the server's ``decode:`` node. Errors are OpenAI-style
+JSON bodies naming the field.
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from omegaconf import OmegaConf
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from dllm.engine import decode_window, settings
-from dllm.errors import DllmError, check
-from dllm.generate import encode_prompts
+from dllm.errors import DllmError, check, check_types
+from dllm.generate import DECODE_KEYS, encode_prompts, generate
 from dllm.samplers import SAMPLERS
 from dllm.serve.scheduler import Job, QueueFull, Scheduler
 
-KNOWN = {"model", "prompt", "messages", "max_tokens", "temperature", "top_p", "seed", "stop", "stream", "user",
-         "n", "sampler", "sampler_args", "block_length", "cache", "multi_block", "stream_options"}
+# The decode settings a request may set: generate()'s keywords, less gen_length (the request's
+# max_tokens, rounded up to whole windows) and chat_template (the endpoint decides: chat turns always
+# go through the template, completions follow the server's decode.chat_template).
+REQUEST_DECODE = tuple(k for k in DECODE_KEYS if k not in ("gen_length", "chat_template"))
+KNOWN = {"model", "prompt", "messages", "max_tokens", "temperature", "top_p", "stop", "stream", "user", "n",
+         "stream_options", "sampler", "sampler_args", *REQUEST_DECODE}
 
 
 class ApiError(Exception):
@@ -76,7 +83,7 @@ def prompt_ids(body: dict, state, chat: bool) -> list[int]:
         prompt = prompt[0]
     if not isinstance(prompt, str) or not prompt.strip():
         raise ApiError(400, "prompt must be a non-empty string", "prompt")
-    return encode_prompts(tok, [prompt], chat_template=state.cfg.chat_template)[0]
+    return encode_prompts(tok, [prompt], chat_template=state.decode.get("chat_template"))[0]
 
 
 def request_sampler(body: dict, state):
@@ -102,27 +109,40 @@ def request_sampler(body: dict, state):
     return state.samplers[key]
 
 
-def decode_settings(body: dict, state, sampler, n_prompt: int):
-    """Answer area, window, cache and multi-block checked as ``dllm generate`` checks them."""
+def request_decode(body: dict, state) -> dict:
+    """The request's decode settings: the server's ``decode:`` node, with each field the body sets
+    (a null field keeps the default), typed as generate() types them."""
+    decode = {k: v for k, v in state.decode.items() if k in REQUEST_DECODE}
+    decode.update({k: body[k] for k in REQUEST_DECODE if body.get(k) is not None})
+    for key, value in decode.items():
+        try:
+            check_types(generate, {key: value})
+        except DllmError as e:
+            raise ApiError(400, str(e), key) from e
+    return decode
+
+
+def decode_settings(body: dict, state, sampler, n_prompt: int, decode: dict):
+    """Answer area, window, cache, multi-block, ... checked as ``dllm generate`` checks them."""
     cfg = state.cfg
     max_tokens = body.get("max_tokens") or cfg.default_max_tokens
     if not isinstance(max_tokens, int) or not 0 < max_tokens <= cfg.max_tokens_limit:
         raise ApiError(400, f"max_tokens must be an integer in [1, {cfg.max_tokens_limit}], got {max_tokens!r}",
                        "max_tokens")
-    block_length = body.get("block_length", cfg.block_length)
-    if not (block_length is None or (isinstance(block_length, int) and not isinstance(block_length, bool)
-                                     and block_length > 0)):
+    block_length = decode.get("block_length")
+    if not (block_length is None or block_length > 0):
         raise ApiError(400, f"block_length must be a positive integer, got {block_length!r}", "block_length")
-    gen_length = -(-max_tokens // decode_window(state.model, block_length)) * decode_window(state.model, block_length)
+    window = decode_window(state.model, block_length)
+    gen_length = -(-max_tokens // window) * window
     try:
-        s = settings(state.model, sampler, gen_length=gen_length, block_length=block_length,
-                     cache=body.get("cache") or cfg.cache, multi_block=body.get("multi_block", 1.0))
+        s = settings(state.model, sampler, gen_length=gen_length, **{k: v for k, v in decode.items() if k != "seed"})
         check(n_prompt + gen_length <= state.model.max_length,
               f"prompt ({n_prompt} tokens) + max_tokens rounded to whole blocks ({gen_length}) exceeds the model's "
               f"max_length {state.model.max_length}")
     except DllmError as e:
         msg = str(e)
-        raise ApiError(400, msg, next((f for f in ("multi_block", "cache") if f in msg), "block_length")) from e
+        raise ApiError(400, msg, next((f for f in ("multi_block", "cache", "steps", "cfg_scale") if f in msg),
+                                      "block_length")) from e
     return s
 
 
@@ -137,15 +157,13 @@ def parse_request(body: dict, state, chat: bool) -> Job:
     if int(body.get("n") or 1) != 1:
         raise ApiError(400, "n must be 1", "n")
     ids = prompt_ids(body, state, chat)
-    s = decode_settings(body, state, request_sampler(body, state), len(ids))
+    decode = request_decode(body, state)
+    s = decode_settings(body, state, request_sampler(body, state), len(ids), decode)
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
     if not (isinstance(stop, list) and all(isinstance(x, str) for x in stop)):
         raise ApiError(400, "stop must be a string or a list of strings", "stop")
-    seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ApiError(400, f"seed must be an integer, got {seed!r}", "seed")
-    return Job(prompt_ids=ids, settings=s, seed=seed, stop=stop)
+    return Job(prompt_ids=ids, settings=s, seed=decode.get("seed"), stop=stop)
 
 
 def error_response(e: ApiError) -> JSONResponse:
@@ -224,6 +242,7 @@ def create_app(cfg, load_model) -> FastAPI:
     app = FastAPI(title="dllm")
     state = type("State", (), {})()
     state.cfg, state.model, state.metrics, state.samplers = cfg, None, Metrics(), {}
+    state.decode = OmegaConf.to_container(cfg.decode, resolve=True)  # every request's defaults
     state.error = None
 
     def load():
