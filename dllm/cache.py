@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from dllm.errors import DllmError, check
-from dllm.kernels import cache_write, window_attention
+from dllm.kernels import fused_window_attention
 
 CACHES = ("none", "prefix", "dual", "block", "sub_block")
 BIDIRECTIONAL = ("prefix", "dual")
@@ -102,10 +102,11 @@ class StepView:
         self.max_len = int(self.kv_len.max()) if len(self.kv_len) else 0  # one host sync per forward, not per layer
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q [n, H, L, D], k, v [n, Hkv, L, D] (post-RoPE) -> [n, H, L, D]."""
+        """q [n, H, L, D], k, v [n, Hkv, L, D] (post-RoPE) -> [n, H, L, D]. One launch on the GPU (the
+        write fused into the attention); the separate write, then the attention, on the CPU."""
         kc, vc = self.store.k[layer], self.store.v[layer]
-        cache_write(kc, vc, k, v, self.rows, self.dst, self.src, self.count)
-        return window_attention(q, kc, vc, self.rows, self.kv_len, self.q_pos0, self.block_size, max_len=self.max_len)
+        return fused_window_attention(q, k, v, kc, vc, self.rows, self.dst, self.src, self.count, self.kv_len,
+                                      self.q_pos0, self.block_size, max_len=self.max_len)
 
 
 class CachePolicy:

@@ -55,6 +55,7 @@ def pick(tensor) -> str:
 
 
 from dllm.kernels.cache_write import cache_write  # noqa: E402
+from dllm.kernels.fused_window_attention import fused_window_attention  # noqa: E402
 from dllm.kernels.window_attention import window_attention  # noqa: E402
 
-__all__ = ["backend", "use", "pick", "window_attention", "cache_write", "BACKENDS"]
+__all__ = ["backend", "use", "pick", "window_attention", "cache_write", "fused_window_attention", "BACKENDS"]

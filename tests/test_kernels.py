@@ -13,10 +13,12 @@ import pytest  # noqa: E402
 import dllm  # noqa: E402
 from dllm import kernels  # noqa: E402
 from dllm.kernels.cache_write import cache_write_reference  # noqa: E402
+from dllm.kernels.fused_window_attention import fused_window_attention_reference  # noqa: E402
 from dllm.kernels.window_attention import window_attention_reference  # noqa: E402
 
 triton = pytest.importorskip("triton")
 from dllm.kernels.cache_write.triton import cache_write_triton  # noqa: E402
+from dllm.kernels.fused_window_attention.triton import fused_window_attention_triton  # noqa: E402
 from dllm.kernels.window_attention.triton import window_attention_triton  # noqa: E402
 
 
@@ -105,6 +107,74 @@ def test_generation_through_the_triton_kernels(family, cache):
     assert all(torch.equal(a, b) for a, b in zip(want.ids, got.ids))
 
 
+# (rows fed n, cache rows N, query heads, kv heads, queries Lq, fed K/V L, head dim, slots S, block size, splits)
+FUSED_SHAPES = [
+    (1, 2, 4, 4, 7, 7, 16, 45, 0, 1),  # batch 1, GQA 1
+    (3, 5, 4, 1, 9, 9, 16, 60, 0, 1),  # batch 3, GQA 4, ragged kv lengths and windows
+    (2, 3, 8, 2, 20, 20, 16, 130, 8, 3),  # block-causal, GQA 4, two query tiles write, keys split three ways
+    (5, 5, 4, 2, 5, 5, 32, 40, 0, 2),  # batch 5, every cache row in order, two splits (one writes)
+    (2, 4, 4, 2, 3, 20, 16, 50, 0, 1),  # fewer queries than fed tokens: one query tile writes all 20
+]
+
+
+def fused_case(seed, n, N, h, hkv, lq, length, d, s, dtype=torch.float32, device="cpu"):
+    """Per row: ``count`` of the ``length`` fed tokens from ``src`` go to slots from ``dst``; row 0
+    writes where a cached forward does (its window inside the attended slots), the rest anywhere."""
+    g = torch.Generator().manual_seed(seed)
+    q, kc, vc, rows, kv_len, q_pos0 = case(seed, n, N, h, hkv, lq, d, s)
+    k, v = torch.randn(n, hkv, length, d, generator=g), torch.randn(n, hkv, length, d, generator=g)
+    src = torch.randint(0, 3, (n,), generator=g).clamp_max(length - 1)
+    count = torch.stack([torch.randint(0, int(length - a) + 1, (1,), generator=g)[0] for a in src])
+    dst = torch.stack([torch.randint(0, int(s - c) + 1, (1,), generator=g)[0] for c in count])
+    count[0] = length - src[0]
+    dst[0] = s - count[0] - 1
+    q_pos0[0], kv_len[0] = dst[0] - src[0], s - 1
+    to = dict(device=device)
+    return (q.to(dtype=dtype, **to), k.to(dtype=dtype, **to), v.to(dtype=dtype, **to), kc.to(dtype=dtype, **to),
+            vc.to(dtype=dtype, **to), rows.to(**to), dst.to(**to), src.to(**to), count.to(**to), kv_len.to(**to),
+            q_pos0.to(**to))
+
+
+@cpu_interpreted
+@pytest.mark.parametrize("shape", FUSED_SHAPES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fused_window_attention_matches_write_then_attend(shape, seed):
+    """One launch = the reference write then the reference attention (close), = the two Triton
+    launches (bit for bit), and leaves the store exactly as the reference write does."""
+    n, N, h, hkv, lq, length, d, s, bs, splits = shape
+    q, k, v, kc, vc, rows, dst, src, count, kv_len, q_pos0 = fused_case(seed, n, N, h, hkv, lq, length, d, s)
+    kc_ref, vc_ref, kc_two, vc_two = kc.clone(), vc.clone(), kc.clone(), vc.clone()
+    want = fused_window_attention_reference(q, k, v, kc_ref, vc_ref, rows, dst, src, count, kv_len, q_pos0, bs)
+    tiles = dict(block_m=16, block_n=16)
+    got = fused_window_attention_triton(q, k, v, kc, vc, rows, dst, src, count, kv_len, q_pos0, bs,
+                                        num_splits=splits, poison=True, **tiles)
+    assert not torch.isnan(got).any(), "the kernel left output slots unwritten"
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    assert torch.equal(kc, kc_ref) and torch.equal(vc, vc_ref), "the store differs from the reference write"
+    cache_write_triton(kc_two, vc_two, k, v, rows, dst, src, count, block_t=16)
+    two = window_attention_triton(q, kc_two, vc_two, rows, kv_len, q_pos0, bs, num_splits=splits, **tiles)
+    assert torch.equal(got, two)
+
+
+@cpu_interpreted
+def test_fused_window_attention_through_the_step_view():
+    """StepView.attend (what every cached layer calls) gives the same output and store with the
+    Triton dispatch forced as with the torch reference."""
+    from dllm.cache import KVStore, StepView
+
+    q, k, v, kc, vc, rows, dst, src, count, kv_len, q_pos0 = fused_case(4, 3, 4, 4, 2, 6, 6, 16, 30)
+    out, stores = [], []
+    for name in ("torch", "triton"):
+        store = KVStore(1, 4, 2, 30, 16, torch.float32, "cpu")
+        store.k[0], store.v[0] = kc, vc
+        view = StepView(store, rows, dst, src, count, kv_len, q_pos0, block_size=0)
+        with kernels.use(name):
+            out.append(view.attend(0, q, k, v))
+        stores.append(store)
+    torch.testing.assert_close(out[1], out[0], atol=2e-5, rtol=1e-4)
+    assert torch.equal(stores[0].k, stores[1].k) and torch.equal(stores[0].v, stores[1].v)
+
+
 def test_backend_choice():
     assert kernels.pick(torch.zeros(1)) == "torch"  # CPU tensors take the reference by default
     with kernels.use("torch"):
@@ -125,3 +195,24 @@ def test_window_attention_compiled_on_gpu(shape, dtype, tol):
     got = window_attention_triton(q, kc, vc, rows, kv_len, q_pos0, bs, num_splits=splits, poison=True)
     assert not torch.isnan(got).any()
     torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)
+
+
+@gpu
+@pytest.mark.skipif(INTERPRETED, reason="compiled kernels: run with TRITON_INTERPRET unset")
+@pytest.mark.parametrize("shape", FUSED_SHAPES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-3), (torch.bfloat16, 2e-2)])
+def test_fused_window_attention_compiled_on_gpu(shape, dtype, tol):
+    n, N, h, hkv, lq, length, d, s, bs, splits = shape
+    q, k, v, kc, vc, rows, dst, src, count, kv_len, q_pos0 = fused_case(0, n, N, h, hkv, lq, length, d, s, dtype,
+                                                                         "cuda")
+    kc_ref, vc_ref, kc_two, vc_two = kc.float(), vc.float(), kc.clone(), vc.clone()
+    want = fused_window_attention_reference(q.float(), k.float(), v.float(), kc_ref, vc_ref, rows, dst, src, count,
+                                            kv_len, q_pos0, bs)
+    got = fused_window_attention_triton(q, k, v, kc, vc, rows, dst, src, count, kv_len, q_pos0, bs,
+                                        num_splits=splits, poison=True)
+    assert not torch.isnan(got).any()
+    torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)
+    assert torch.equal(kc.float(), kc_ref) and torch.equal(vc.float(), vc_ref)
+    cache_write_triton(kc_two, vc_two, k, v, rows, dst, src, count)
+    two = window_attention_triton(q, kc_two, vc_two, rows, kv_len, q_pos0, bs, num_splits=splits)
+    assert torch.equal(got, two)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from dllm.cache import KVStore, StepView
+from dllm.engine.graphs import StepGraphs, graphs_enabled
 
 
 def combine_cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -22,8 +23,11 @@ def combine_cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: torch.Tensor) -
 
 
 class Forwarder:
-    def __init__(self, model, board):
+    def __init__(self, model, board, graphs: bool | None = None):
+        """``graphs``: run cached decode steps through CUDA graphs (:mod:`dllm.engine.graphs`); None
+        reads ``DLLM_CUDA_GRAPHS`` (default off)."""
         self.model, self.board = model, board
+        self.graphs = StepGraphs(model) if graphs_enabled(graphs) else None
         self.store: KVStore | None = None
         self.free: list[int] = []
         mask_id, pad_id = model.mask_token_id, model.pad_token_id
@@ -139,7 +143,10 @@ class Forwarder:
             store, kv = store.gather(kv), torch.arange(len(kv), device=dev)
         view = StepView(store, kv, dst=w0, src=w0 - f0, count=count, kv_len=kv_end, q_pos0=f0,
                         block_size=self.block_size)
-        out = self.model.forward_cached(x, idx, view, f0, cols)
+        if self.graphs is not None:
+            out = self.graphs(x, idx, view, f0, cols, candidates)
+        else:
+            out = self.model.forward_cached(x, idx, view, f0, cols)
         if not candidates:
             for r in rows:
                 r.refreshed = r.a
