@@ -145,6 +145,11 @@ class KVCachePolicy(CachePolicy):
     def advance(self, row) -> None:
         """After a forward of the row's own tokens (not a candidate's)."""
 
+    def keeps_left(self, row) -> bool:
+        """Whether the logits of the column left of the row's window are fixed while the window
+        decodes, so the engine keeps them from the forward that fed that column (``row.left``)."""
+        return False
+
 
 class PrefixCache(KVCachePolicy):
     name = "prefix"
@@ -174,8 +179,20 @@ class BlockCache(KVCachePolicy):
         bs = self.block_size
         return min(-(-b // bs) * bs, row.width)
 
+    def keeps_left(self, row):
+        # shifted (Fast-dLLM v2): the window's first position is scored from column a-1. When the window
+        # starts a model block, a-1 sits in a completed block, which never sees the window (block-causal),
+        # so its logits are fixed for the whole block: computed once, then reused (not fed again)
+        return (self.shifted and not self.autoregressive and row.a > 0 and row.a % self.block_size == 0
+                and not row.settings.cfg_scale)
+
+    def left_fed(self, row) -> int:
+        """First column the window needs fed: a-1 for shifted models, unless its logits are kept."""
+        kept = self.keeps_left(row) and row.left is not None and row.left[0] == row.a - 1 and row.cached_col >= row.a
+        return row.a if kept else self.need(row.a)
+
     def plan(self, row, first):
-        f0 = min(row.cached_col, self.need(row.a))
+        f0 = min(row.cached_col, self.left_fed(row))
         # an autoregressive model scores the one-token window from the column left of it, which never
         # sees the window (causal): feed up to the last committed token, no placeholder column
         f1 = row.a if self.autoregressive else self.block_end(row, row.b)
@@ -192,7 +209,7 @@ class SubBlockCache(BlockCache):
     def plan(self, row, first):
         if first:  # a new sub-block: refresh the model block's K/V (a `block` forward)
             return super().plan(row, first)
-        f0 = self.need(row.a)
+        f0 = self.left_fed(row)
         w0 = max(row.cached_col, f0)  # completed blocks are never rewritten
         return f0, row.b, w0, min(row.end, self.block_end(row, row.b))
 

@@ -227,6 +227,32 @@ def test_embedded_block_diffusion_model_every_sampler_block_cache_exact(tmp_path
     assert sum(get_task(it.task).score(it, text) for it, text in zip(items, res.text)) >= 2
 
 
+@pytest.mark.parametrize("cache,window", [("block", 16), ("sub_block", 8)])
+def test_left_column_logits_are_kept_per_block(monkeypatch, cache, window):
+    """Shifted block-causal decoding scores a window's first position from the column left of it.
+    When the window starts a model block that column is in a completed block, so its logits are
+    computed once per block and reused: the same tokens and logits as feeding it every step, one
+    fed column fewer on every later forward of the block (issue 20)."""
+    from dllm.cache import BlockCache
+    from dllm.engine.row import layout
+
+    model = dllm.load("dllm-tiny-bd", dtype="float64")
+    prompts = ["[Ann Lee, Bob Fox] reverse", "copy: [Cara Diaz, Dan Moss, Eve Hunt]"]
+    kw = dict(gen_length=32, block_length=window, cache=cache, stop_at_eos=False)
+    kept = dllm.generate(model, prompts, dllm.samplers.LLaDASampler(), **kw)
+    monkeypatch.setattr(BlockCache, "keeps_left", lambda self, row: False)
+    fed = dllm.generate(model, prompts, dllm.samplers.LLaDASampler(), **kw)
+    assert [t.tolist() for t in kept.ids] == [t.tolist() for t in fed.ids]
+    for k, f in zip(kept.stats, fed.stats):
+        assert k.nfe == f.nfe == 32
+        # one token per forward: a window decodes its answer positions in as many forwards; in a window
+        # that starts a model block (not at column 0) every forward after the first skips the left column
+        p = k.prompt_tokens
+        windows, _ = layout(p, 32, window, "block_causal", 16)
+        saved = sum(len(range(max(a, p), min(b, p + 32))) - 1 for a, b in windows if a > 0 and a % 16 == 0)
+        assert saved > 0 and f.forward_tokens - k.forward_tokens == saved
+
+
 def test_bench_block_command_runs_both_models(tmp_path):
     """`dllm bench --config-name=bench_block` puts the AR parent and the block-diffusion model in one
     table (one item here; the committed table is bench/block_diffusion/bench.md)."""

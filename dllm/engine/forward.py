@@ -147,8 +147,22 @@ class Forwarder:
             out = self.graphs(x, idx, view, f0, cols, candidates)
         else:
             out = self.model.forward_cached(x, idx, view, f0, cols)
+        self.left_logits(rows, out, [p[0] for p in plans])
         if not candidates:
             for r in rows:
                 r.refreshed = r.a
                 r.settings.cache.advance(r)
         return self.finish(out, fed, rows, cfg)
+
+    @staticmethod
+    def left_logits(rows, out: torch.Tensor, f0: list[int]) -> None:
+        """Shifted block-causal rows: the first window position's logits come from column a-1. A
+        forward that fed a-1 keeps them on the row; a forward that did not (its plan saw them kept)
+        reads them back (out [n, W, V]; f0: each row's first fed column)."""
+        for i, r in enumerate(rows):
+            if not r.settings.cache.keeps_left(r):
+                continue
+            if f0[i] <= r.a - 1:
+                r.left = (r.a - 1, out[i, 0].clone())
+            else:
+                out[i, 0] = r.left[1]

@@ -76,6 +76,7 @@ class Row:
     refreshed: int = -1  # window start the cache last refreshed (prefix, dual, sub_block)
     cached_col: int = 0  # exact slots end here (block, sub_block)
     pending: torch.Tensor | None = None  # [W, V] logits of the current state (a verified draft)
+    left: tuple[int, torch.Tensor] | None = None  # (column, logits [V]) kept for a shifted block-causal window
     done: bool = False
     finished: bool = False  # retired before its last window (end of text, stop string, cancel)
     result: object = None  # set by the recorder when the row leaves
