@@ -279,3 +279,25 @@ def test_eval_builds_chat_prompts_and_reports_both_scores():
     table = markdown_table(per_task)
     assert "| task | source | acc % | strict acc % |" in table
     assert "| parallelbench/waiting_line/copy | official format |" in table and "| waiting_line/copy | ours |" in table
+
+
+def test_bench_reads_the_benchmark_items_from_data_dir(tmp_path):
+    """`dllm bench` takes data_dir like `dllm eval`: the items it decodes are the folder's, and a
+    missing folder is one line."""
+    task = get_task("parallelbench/waiting_line/copy")
+    pb.write_items([task], tmp_path / "items", n=2)
+    r = subprocess.run([sys.executable, "-m", "dllm.cli", "bench", "tasks=[parallelbench/waiting_line/copy]",
+                        f"data_dir={tmp_path}/nope", f"out_dir={tmp_path}/b"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nope is not a folder" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "dllm.cli", "bench", "tasks=[parallelbench/waiting_line/copy]",
+                        f"data_dir={tmp_path}/items", "n_items=2", "decode.gen_length=16", "decode.block_length=16",
+                        "~samplers.topk_2", "~samplers.topk_4", "~samplers.dream_margin", f"out_dir={tmp_path}/b"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())
+    assert rows and (tmp_path / "b" / "bench.md").is_file()
+    r = subprocess.run([sys.executable, "-m", "dllm.cli", "bench", "tasks=[parallelbench/waiting_line/copy]",
+                        f"data_dir={tmp_path}/items", "n_items=3", f"out_dir={tmp_path}/c"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 2 and "n must be <= 2" in r.stderr, r.stderr  # the folder's two items are what it reads

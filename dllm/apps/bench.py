@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from dllm.apps.common import build, check_decode, decode_of, one_line_errors
 from dllm.errors import check
 from dllm.eval import plots
-from dllm.eval.tasks import task_list
+from dllm.eval.tasks import task_list, use_parallelbench_items
 
 
 @one_line_errors
@@ -22,6 +22,8 @@ def run(cfg: DictConfig) -> None:
           f"baseline must be one of the samplers {list(cfg.samplers)}, got {cfg.baseline!r}")
     check(cfg.n_items > 0, f"n_items must be a positive integer, got {cfg.n_items}")
     tasks = task_list(cfg.tasks)
+    if any(t.startswith("parallelbench/") for t in tasks):  # ours, or the user's copy of the benchmark's items
+        use_parallelbench_items(cfg.get("data_dir"), cfg.get("hub_dataset"))
     model = build(cfg.model)
     entries, models = {}, {}
     for name, e in cfg.samplers.items():  # an entry: its sampler, maybe its own model, and decode overrides
