@@ -16,7 +16,7 @@ from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
 from dllm.errors import DllmError  # noqa: E402
-from dllm.eval.lm_eval_adapter import DllmLM  # noqa: E402
+from dllm.eval.lm_eval_adapter import OPTIONS, DllmLM  # noqa: E402
 from dllm.eval.tasks import get_task  # noqa: E402
 from dllm.generate import generate  # noqa: E402
 from dllm.samplers import build_sampler  # noqa: E402
@@ -187,6 +187,24 @@ def test_stop_strings_and_max_tokens(lm):
     assert short == lm.model.tokenizer.decode(ids[:3]) and short != full  # 3 tokens of the 32-token canvas
     assert [r["stop"] for r in sorted(lm.stats, key=lambda r: r["request"])] == ['", "', None]
     assert all(r["gen_length"] == 32 for r in lm.stats)  # max_gen_toks rounded up to whole blocks
+
+
+def test_every_generate_keyword_is_a_model_arg():
+    """generate()'s keywords the adapter does not decide itself (multi_block, stop_at_eos, ...) pass
+    through model_args as given: multi-block decoding from the harness gives what dllm.generate gives."""
+    from dllm.generate import DECODE_KEYS, generate
+
+    assert set(DECODE_KEYS) <= set(OPTIONS)
+    it = items("reverse", 1)[0]
+    lm = DllmLM(sampler="threshold", threshold="0.9", gen_length="32", block_length="8", multi_block="0.5",
+                disable_tqdm=True)
+    assert lm.opts["multi_block"] == 0.5
+    text = lm.generate_until([Instance("generate_until", {}, (it.prompt, {"until": []}), 0)])[0]
+    want = generate(lm.model, [it.prompt], lm.sampler, gen_length=32, block_length=8, multi_block=0.5, seed=1234,
+                    chat_template=False)
+    assert text == want.text[0]
+    with pytest.raises(DllmError, match=r"^multi_block must be a number, got 'abc'$"):
+        DllmLM(multi_block="abc")
 
 
 def test_bad_arguments_are_one_line():

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from dllm.cache import make_cache
 from dllm.engine import decode_window
 from dllm.errors import DllmError, check, check_types
-from dllm.generate import encode_prompts, generate
+from dllm.generate import DECODE_KEYS, encode_prompts, generate
 from dllm.loading import DTYPES
 from dllm.samplers import SAMPLERS, build_sampler
 
@@ -68,6 +68,11 @@ OPTIONS = {
     "stats_file": None,  # JSONL of per-request stats, appended
     "disable_tqdm": False,
 }
+# generate()'s other keywords (multi_block, stop_at_eos, ... and any added later) are model_args as given,
+# with generate()'s defaults; the ones above it decides itself (length and steps per request, seed, window)
+HANDLED = ("gen_length", "block_length", "steps", "cfg_scale", "seed", "cache", "chat_template")
+PASSED = tuple(k for k in DECODE_KEYS if k not in HANDLED)
+OPTIONS.update({k: inspect.signature(generate).parameters[k].default for k in PASSED})
 GEN_KWARGS = ("until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k")
 
 
@@ -111,6 +116,7 @@ def check_options(opts: dict) -> None:
     for k in ("pretrained", "cache"):
         check(isinstance(opts[k], str) and opts[k] != "", f"{k} must be a non-empty name, got {opts[k]!r}")
     check(opts["dtype"] in DTYPES, f"dtype must be one of {sorted(DTYPES)}, got {opts['dtype']!r}")
+    check_types(generate, {k: opts[k] for k in PASSED})  # typed as generate() types them
     check(opts["max_batch_size"] is None or is_int(opts["max_batch_size"]),
           f"max_batch_size must be an integer or none, got {opts['max_batch_size']!r}")
     if opts["device"] is not None:
@@ -275,7 +281,7 @@ class DllmLM(LM):
                 chunk = idx[s:s + bs]
                 res = generate(self.model, [todo[i][2] for i in chunk], sampler, gen_length=gen_length,
                                block_length=self.opts["block_length"], steps=steps, cfg_scale=self.opts["cfg_scale"],
-                               seed=self.opts["seed"], cache=self.cache)
+                               seed=self.opts["seed"], cache=self.cache, **{k: self.opts[k] for k in PASSED})
                 for i, row, st in zip(chunk, res.ids, res.stats):
                     context, raw_kw, _, until, max_toks = todo[i]
                     keep = row[:min(st.gen_tokens, max_toks)].tolist()  # [≤ max_gen_toks] up to end-of-text
