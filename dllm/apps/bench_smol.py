@@ -89,7 +89,8 @@ def run(cfg: DictConfig) -> None:
         runs = [(th, c) for th in cfg.thresholds for c in cfg.caches]
         for th, cache in tqdm(runs, desc=f"student, batch {batch}"):
             sampler = dllm.samplers.ThresholdSampler(threshold=float(th), fallback="leftmost")
-            r = decode(student, rows, sampler, batch, decode_kw, cache)
+            kw = {**decode_kw, "block_length": cfg.sub_block_length} if cache == "sub_block" else decode_kw
+            r = decode(student, rows, sampler, batch, kw, cache)
             results.append({"decoder": f"{cfg.student} threshold {th} cache={cache}", "batch": batch, "threshold": th,
                             **r})
     report(cfg, rows, results)
