@@ -71,6 +71,7 @@ def test_trajectories_resume_without_decoding_twice(teacher, tmp_path):
     part = tmp_path / "b"
     part.mkdir()
     (part / "rows.jsonl").write_text("\n".join(lines[:10]) + "\n" + lines[10][:17])  # killed mid-line
+    (part / "rows.settings.json").write_text((full / "rows.settings.json").read_text())  # written before decoding
     calls = []
     import dllm.training.trajectories as tr
 
@@ -88,6 +89,15 @@ def test_trajectories_resume_without_decoding_twice(teacher, tmp_path):
     assert len(row["response_ids"]) == 16 and row["prompt_ids"]
     assert all(isinstance(json.loads(line)["correct"], bool) for line in lines)  # scored by the task's scorer
     assert meta["scored"] == 24 and 0 <= meta["teacher_accuracy"] <= 100
+
+
+def test_trajectories_refuse_to_resume_other_settings(teacher, tmp_path):
+    """A rerun into the same folder with another gen_length (or teacher, data, cache) is one line
+    naming what differs, not rows of two runs mixed in one file."""
+    out = trajectories(str(teacher), DATA, str(tmp_path / "t"), gen_length=16, block_length=8, batch_size=24)
+    with pytest.raises(DllmError, match=r"gen_length \(16 -> 8\)") as e:
+        trajectories(str(teacher), DATA, str(out), gen_length=8, block_length=8, batch_size=24)
+    assert "\n" not in str(e.value)
 
 
 def test_two_steps_with_lora_and_the_loss_falls_on_a_fixed_batch(teacher, tmp_path):
