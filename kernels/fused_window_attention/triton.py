@@ -12,13 +12,11 @@ The grid is the window attention's (query tile, row × head, key split). Two thi
   casts them). The result equals the two-launch path bit for bit.
 """
 
-import math
 
-import torch
 import triton
 import triton.language as tl
 
-from dllm.kernels.window_attention.triton import auto_splits, merge_splits
+from dllm.kernels.window_attention.triton import launch_plan, merge_splits
 
 
 @triton.jit
@@ -116,22 +114,9 @@ def fused_window_attention_triton(q, k, v, k_cache, v_cache, rows, dst, src, cou
                                   max_len: int | None = None, num_warps: int = 8, num_stages: int | None = None):
     """See :func:`dllm.kernels.fused_window_attention`. Tiles, warps, stages and ``poison`` as in
     :func:`dllm.kernels.window_attention.triton.window_attention_triton` (the tuned defaults there)."""
-    if num_stages is None:
-        num_stages = 3 if q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9 else 2
-    n, h, lq, d = q.shape
-    hkv = k_cache.shape[1]
-    assert h % hkv == 0, f"query heads ({h}) must be a multiple of kv heads ({hkv})"
     assert k_cache.stride() == v_cache.stride(), "the K and V caches must share a layout"
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    block_m = max(16, min(block_m, triton.next_power_of_2(lq)))
-    if max_len is None:
-        max_len = int(kv_len.max()) if n else 0  # a device-to-host sync: callers pass it when they can
-    splits = auto_splits(n, h, lq, max_len, block_m, q.device) if num_splits is None else num_splits
-    split_len = max(block_n, triton.cdiv(triton.cdiv(max(max_len, 1), splits), block_n) * block_n)
-    splits = max(1, triton.cdiv(max(max_len, 1), split_len))
-    alloc = (lambda *a, **kw: torch.full(*a, float("nan"), **kw)) if poison else torch.empty
-    o = alloc((splits, n, h, lq, d), device=q.device, dtype=q.dtype if splits == 1 else torch.float32)
-    lse = alloc((splits, n, h, lq), device=q.device, dtype=torch.float32)
+    n, h, lq, d, hkv, scale, block_m, split_len, splits, num_stages, o, lse = launch_plan(
+        q, k_cache, kv_len, scale, num_splits, block_m, block_n, poison, max_len, num_stages)
     if n == 0 or lq == 0:
         return o[0] if splits == 1 else merge_splits(o, lse).to(q.dtype)
     grid = (triton.cdiv(lq, block_m), n * h, splits)

@@ -96,14 +96,10 @@ def auto_splits(n: int, h: int, lq: int, max_len: int, block_m: int, device) -> 
     return max(1, min(sms // programs, max_len // 4096, 8))
 
 
-def window_attention_triton(q, k_cache, v_cache, rows, kv_len, q_pos0, block_size: int = 0,
-                            scale: float | None = None, num_splits: int | None = None,
-                            block_m: int = 16, block_n: int = 128, poison: bool = False,
-                            max_len: int | None = None, num_warps: int = 8, num_stages: int | None = None):
-    """See :func:`dllm.kernels.window_attention`. ``poison`` fills every output buffer with NaN
-    first (tests: a slot the kernel fails to write shows up). Default tiles: the best of a sweep of
-    36 configurations on an H100, bf16, head dim 128 (bench/gpu/README.md): 16 queries × 128 keys,
-    8 warps, 3 pipeline stages on Hopper (2 elsewhere, for shared memory)."""
+def launch_plan(q, k_cache, kv_len, scale, num_splits, block_m, block_n, poison, max_len, num_stages):
+    """What both window-attention launchers (this one and the fused one) decide before launching:
+    shapes, scale, query tile, key splits, pipeline stages and the (maybe NaN-poisoned) outputs
+    o [S, n, H, Lq, D] and lse [S, n, H, Lq]."""
     if num_stages is None:
         num_stages = 3 if q.is_cuda and torch.cuda.get_device_capability(q.device)[0] >= 9 else 2
     n, h, lq, d = q.shape
@@ -116,9 +112,22 @@ def window_attention_triton(q, k_cache, v_cache, rows, kv_len, q_pos0, block_siz
     splits = auto_splits(n, h, lq, max_len, block_m, q.device) if num_splits is None else num_splits
     split_len = max(block_n, triton.cdiv(triton.cdiv(max(max_len, 1), splits), block_n) * block_n)
     splits = max(1, triton.cdiv(max(max_len, 1), split_len))
-    alloc = (lambda *a, **k: torch.full(*a, float("nan"), **k)) if poison else (lambda *a, **k: torch.empty(*a, **k))
+    alloc = (lambda *a, **kw: torch.full(*a, float("nan"), **kw)) if poison else torch.empty
     o = alloc((splits, n, h, lq, d), device=q.device, dtype=q.dtype if splits == 1 else torch.float32)
     lse = alloc((splits, n, h, lq), device=q.device, dtype=torch.float32)
+    return n, h, lq, d, hkv, scale, block_m, split_len, splits, num_stages, o, lse
+
+
+def window_attention_triton(q, k_cache, v_cache, rows, kv_len, q_pos0, block_size: int = 0,
+                            scale: float | None = None, num_splits: int | None = None,
+                            block_m: int = 16, block_n: int = 128, poison: bool = False,
+                            max_len: int | None = None, num_warps: int = 8, num_stages: int | None = None):
+    """See :func:`dllm.kernels.window_attention`. ``poison`` fills every output buffer with NaN
+    first (tests: a slot the kernel fails to write shows up). Default tiles: the best of a sweep of
+    36 configurations on an H100, bf16, head dim 128 (bench/gpu/README.md): 16 queries × 128 keys,
+    8 warps, 3 pipeline stages on Hopper (2 elsewhere, for shared memory)."""
+    n, h, lq, d, hkv, scale, block_m, split_len, splits, num_stages, o, lse = launch_plan(
+        q, k_cache, kv_len, scale, num_splits, block_m, block_n, poison, max_len, num_stages)
     grid = (triton.cdiv(lq, block_m), n * h, splits)
     _window_attn_kernel[grid](q, k_cache, v_cache, o, lse, rows, kv_len, q_pos0,
                               *q.stride(), *k_cache.stride(), *v_cache.stride(), *o.stride(), *lse.stride(),
