@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
@@ -37,14 +38,20 @@ def check_value(name: str, value, kind: type, optional: bool = False) -> None:
     check(ok, f"{name} must be {what}{' or null' if optional else ''}, got {value!r}")
 
 
+@functools.lru_cache(maxsize=512)
+def _hints(target) -> dict:
+    """``target``'s resolved annotations, once per function (resolving compiles every annotation
+    string: a server checks each request's fields against the same functions)."""
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # unresolvable annotations: the callee checks its own values
+        return {}
+
+
 def check_types(fn, values: dict, prefix: str = "") -> None:
     """Check the int / float / bool arguments in ``values`` against ``fn``'s annotations, so a
     ``top_k=1.5`` or ``threshold=abc`` is one line naming the argument, not a TypeError deep inside."""
-    target = fn.__init__ if inspect.isclass(fn) else fn
-    try:
-        hints = typing.get_type_hints(target)
-    except Exception:  # unresolvable annotations: the callee checks its own values
-        return
+    hints = _hints(fn.__init__ if inspect.isclass(fn) else fn)
     for key, value in values.items():
         if key in hints:
             kind, optional = _kind(hints[key])

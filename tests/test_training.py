@@ -181,3 +181,24 @@ def test_cadence_must_be_positive(tmp_path, knob):
 
     with pytest.raises(DllmError, match=f"{knob} must be a positive integer"):
         fit(None, TrainConfig(**{knob: 0}), str(tmp_path))
+
+
+def test_printable_alphabet_writes_any_text_the_data_never_showed(tmp_path):
+    from dllm.training.tokenizer import build_bpe_tokenizer
+
+    texts = ['sort: ["Ann Lee", "Bob Shaw"]'] * 4
+    unseen = 'Zoe Quinn\n[7, 8, 9]. {x} ~OUX\n'
+    wide = build_bpe_tokenizer(texts, vocab_size=200, alphabet="printable")
+    ids = wide(unseen, add_special_tokens=False)["input_ids"]
+    assert wide.unk_token_id not in ids and wide.decode(ids) == unseen
+    narrow = build_bpe_tokenizer(texts, vocab_size=200)  # the data's characters only: z, Q, 7, newline are unknown
+    assert narrow.unk_token_id in narrow(unseen, add_special_tokens=False)["input_ids"]
+    with pytest.raises(DllmError, match="alphabet must be one of"):
+        run(DATA, str(tmp_path / "x"), arch=ARCH, alphabet="ascii", train=dict(max_steps=1))
+
+
+def test_task_groups_in_data_specs():
+    rows = common.task_rows("tasks:parallelbench+waiting_line/copy=3:2")
+    names = [r["task"] for r in rows]
+    assert names.count("parallelbench/puzzle/sudoku_n4_12") == 2 and names.count("waiting_line/copy") == 3
+    assert len({n for n in names if n.startswith("parallelbench/")}) == 12

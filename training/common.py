@@ -51,15 +51,16 @@ def select_rows(rows, where: dict | None) -> list[dict]:
 def task_rows(spec: str) -> list[dict]:
     """``tasks:<names>:<n>`` -> the first n train items of each task as prompt/response rows.
     ``<names>`` is ``tiny`` (the embedded model's suite; reasoning-gym tasks only when installed)
-    or task names joined by ``+``; a name may carry its own count (``waiting_line/sort=40000``)."""
+    or task names and groups (``parallelbench``, ``parallelbench_n15``) joined by ``+``; a name may
+    carry its own count (``waiting_line/sort=40000``)."""
     from dllm.eval.tasks import get_task, task_list
 
     parts = spec.split(":")
     check(len(parts) == 3 and parts[2].isdigit(), f"data 'tasks:<names>:<n>' expected, got {spec!r}")
-    if parts[1] == "tiny":  # the embedded model's training suite: list operations and 4x4 puzzles
-        names = task_list("trained")
-    else:
-        names = parts[1].split("+")
+    groups = {"tiny": "trained", "trained": "trained", "parallelbench": "parallelbench",
+              "parallelbench_n15": "parallelbench_n15"}  # tiny: the embedded model's training suite
+    names = [n for entry in parts[1].split("+")
+             for n in (task_list(groups[entry]) if entry in groups else [entry])]
     rows = []
     for entry in names:
         name, _, count = entry.partition("=")
@@ -87,7 +88,7 @@ def encode_record(row: dict, tokenizer) -> tuple[list[int], list[int]]:
     return list(prompt), tokenizer(response, add_special_tokens=False)["input_ids"]
 
 
-def new_tokenizer(tokenizer_from: str | None, data_rows, vocab_size: int):
+def new_tokenizer(tokenizer_from: str | None, data_rows, vocab_size: int, alphabet: str = "data"):
     """The tokenizer of a new model: an existing model's (``tokenizer_from``), or a BPE trained on the data."""
     if tokenizer_from:
         from dllm.loading import load
@@ -96,7 +97,7 @@ def new_tokenizer(tokenizer_from: str | None, data_rows, vocab_size: int):
     from dllm.training.tokenizer import build_bpe_tokenizer
 
     return build_bpe_tokenizer((t for row in data_rows for t in (row.get("prompt", ""), row.get("response", ""))),
-                               vocab_size)
+                               vocab_size, alphabet)
 
 
 def encode_examples(rows, tokenizer, max_answer_length: int, max_prompt_length: int, finish=None):

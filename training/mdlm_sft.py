@@ -29,13 +29,14 @@ from dllm.training import common
 from dllm.training.fit import TrainConfig, fit
 
 
-def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None, data_rows, vocab_size: int, seed: int):
+def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None, data_rows, vocab_size: int, seed: int,
+                alphabet: str = "data"):
     """Start from a checkpoint (``init``) or a new LLaDA-format model of shape ``arch`` with a BPE
     tokenizer trained on the data (or copied from ``tokenizer_from``)."""
     if init:
         return load(init)
     check(arch is not None, "give init=<model> to fine-tune or arch={...} to train a new model")
-    tokenizer = common.new_tokenizer(tokenizer_from, data_rows, vocab_size)
+    tokenizer = common.new_tokenizer(tokenizer_from, data_rows, vocab_size, alphabet)
     vocab = tokenizer.get_vocab()
     shape = CoreConfig(vocab_size=len(tokenizer), attention="bidirectional", **arch)
     return new_model(shape, tokenizer, "llada", vocab[tokenizer.mask_token], [tokenizer.eos_token_id],
@@ -78,6 +79,7 @@ class MdlmSft:
     answer_lengths: list[int]
     max_prompt_length: int
     seed: int
+    alphabet: str = "data"
     name: ClassVar[str] = "mdlm_sft"
 
     @property
@@ -85,7 +87,8 @@ class MdlmSft:
         return {"data": self.data}
 
     def build(self):
-        return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed)
+        return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed,
+                           self.alphabet)
 
     def setup(self, model) -> int:
         self.examples, dropped = encode_dataset(self.rows, model.tokenizer, self.answer_length, self.max_prompt_length)
@@ -111,7 +114,7 @@ TRAIN = TrainConfig()  # the recipe's training defaults: TrainConfig's own
 def run(data: str, output_dir: str, init: str | None = None, arch: dict | None = None,
         tokenizer_from: str | None = None, vocab_size: int = 1024, answer_length: int = 32,
         answer_lengths: list | None = None,
-        max_prompt_length: int = 128, train: TrainConfig | dict | None = None):
+        max_prompt_length: int = 128, train: TrainConfig | dict | None = None, alphabet: str = "data"):
     """Train; ``train`` holds the settings that differ from ``TRAIN``. Resumes from
     ``output_dir/checkpoint`` when it exists. Returns the output folder."""
     train = TRAIN.updated(train)
@@ -119,7 +122,10 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
     lengths = [int(n) for n in (answer_lengths or [answer_length])]
     check(all(n >= answer_length for n in lengths),
           f"answer_lengths must all be >= answer_length ({answer_length}), got {lengths}")
+    from dllm.training.tokenizer import ALPHABETS
+
+    check(alphabet in ALPHABETS, f"alphabet must be one of {sorted(ALPHABETS)}, got {alphabet!r}")
     rows = list(common.load_records(data))
     recipe = MdlmSft(data, rows, init, arch, tokenizer_from, vocab_size, answer_length, lengths, max_prompt_length,
-                     train.seed)
+                     train.seed, alphabet)
     return fit(recipe, train, output_dir)

@@ -8,12 +8,22 @@ dependency structure parallel decoding has to respect); words keep their leading
 
 from __future__ import annotations
 
+import string
 from typing import Iterable
 
 MASK, EOS, PAD, UNK = "<|mdm_mask|>", "<|endoftext|>", "<|pad|>", "<|unk|>"
 
 
-def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
+# Every printable ASCII character and the newline, so a model can write any such text (ParallelBench's
+# lists and grids: quotes, brackets, newlines, every letter and digit) even where the training data
+# never shows a character. "▁" is Metaspace's space.
+PRINTABLE = sorted(set(string.printable) - set(" \t\r\x0b\x0c")) + ["\u2581"]
+ALPHABETS = {"data": None, "printable": PRINTABLE}
+
+
+def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, alphabet: str = "data"):
+    """``alphabet``: "data" (the characters of the texts) or "printable" (all printable ASCII and
+    newline besides)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -22,7 +32,7 @@ def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
         [pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True)])
     tok.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, MASK, PAD, UNK], min_frequency=2,
-                                  show_progress=False)
+                                  show_progress=False, initial_alphabet=ALPHABETS[alphabet] or [])
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, mask_token=MASK, pad_token=PAD,
                                    unk_token=UNK, clean_up_tokenization_spaces=False)

@@ -87,8 +87,9 @@ def load_level(url: str, served: str, prompts: list[str], concurrency: int, max_
             "latency_p50": pct([r["end"] for r in res], 0.5), "wall": wall, "gen_tokens": gen}
 
 
-def python_api(cfg: DictConfig, prompts: list[str]) -> dict:
-    """The reference point of latency: ``dllm.generate`` in process, one prompt at a time."""
+def python_api(cfg: DictConfig, prompts: list[str]):
+    """The reference point of latency: ``dllm.generate`` in process, one prompt at a time. -> (its
+    table row, ``call(prompt) -> (latency s, time to finish the first block s)``)."""
     from hydra import compose
 
     from dllm.apps.common import build
@@ -98,8 +99,16 @@ def python_api(cfg: DictConfig, prompts: list[str]) -> dict:
     model, sampler = build(node.model), build(node.sampler)
     window = decode_window(model, None)
     gen_length = -(-cfg.max_tokens // window) * window
-    ends, firsts, gen, nfe, committed = [], [], 0, 0, 0
-    generate(model, prompts[:1], sampler, gen_length=gen_length)  # warm-up, as the servers get
+
+    def call(p: str) -> tuple[float, float]:
+        t = time.perf_counter()
+        generate(model, [p], sampler, gen_length=gen_length)
+        t1 = time.perf_counter()  # the first block alone: what a block-by-block stream waits for
+        generate(model, [p], sampler, gen_length=window, stop_at_eos=False)
+        return t1 - t, time.perf_counter() - t1
+
+    call(prompts[0])  # warm-up, as the servers get
+    ends, gen, nfe, committed = [], 0, 0, 0
     t0 = time.perf_counter()
     for p in prompts:
         t = time.perf_counter()
@@ -111,15 +120,32 @@ def python_api(cfg: DictConfig, prompts: list[str]) -> dict:
     batched = sum(st.gen_tokens for i in range(0, len(prompts), cfg.max_batch)
                   for st in generate(model, prompts[i:i + cfg.max_batch], sampler, gen_length=gen_length).stats)
     batched_tok_s = batched / (time.perf_counter() - t0)
-    for p in prompts:  # the time to finish the first block: what a block-by-block stream waits for
-        t = time.perf_counter()
-        generate(model, [p], sampler, gen_length=window, stop_at_eos=False)
-        firsts.append(time.perf_counter() - t)
+    firsts = [call(p)[1] for p in prompts]
     nan = float("nan")
     return {"server": "python API dllm.generate (no server)", "concurrency": 0, "tok_s": gen / wall,
             "ttft_p50": nan, "ttft_p99": nan, "gap_p50": nan, "gap_p99": nan, "tok_fwd": committed / max(nfe, 1),
             "latency_p50": pct(ends, 0.5), "first_block_p50": pct(firsts, 0.5), "wall": wall, "gen_tokens": gen,
-            "batched_tok_s": batched_tok_s}
+            "batched_tok_s": batched_tok_s}, call
+
+
+def paired(url: str, served: str, prompts: list[str], max_tokens: int, api) -> dict:
+    """Concurrency 1, each prompt sent to the server right after the Python API ran it: the two
+    latencies are measured seconds apart, so this machine's drifting speed cancels in their ratio."""
+    import httpx
+
+    api_end, api_first, end, ttft, ratio, multi = [], [], [], [], [], []
+    with httpx.Client(timeout=600) as client:
+        for p in prompts:
+            a, f = api(p)
+            r = one(client, url, served, p, max_tokens)
+            api_end.append(a), api_first.append(f), end.append(r["end"]), ttft.append(r["ttft"])
+            ratio.append(r["end"] / a)
+            if r["stats"].get("nfe", 1) > 1:  # answers of one forward stream whole: TTFT = the first block
+                multi.append((r["ttft"], f))
+    return {"api_p50": pct(api_end, 0.5), "first_block_p50": pct(api_first, 0.5), "latency_p50": pct(end, 0.5),
+            "ttft_p50": pct(ttft, 0.5), "ratio_p50": pct(ratio, 0.5) / 1000,
+            "ratio_of_means": sum(end) / sum(api_end), "multi": len(multi),
+            "multi_ttft_p50": pct([t for t, _ in multi], 0.5), "multi_first_block_p50": pct([f for _, f in multi], 0.5)}
 
 
 @one_line_errors
@@ -133,7 +159,8 @@ def run(cfg: DictConfig) -> None:
     per = -(-cfg.requests // len(names))
     pools = [get_task(n).items("test", per) for n in names]
     prompts = [pool[i].prompt for i in range(per) for pool in pools if i < len(pool)][: cfg.requests]
-    rows = [python_api(cfg, prompts)]
+    api_row, api = python_api(cfg, prompts)
+    rows, pairs = [api_row], {}
     servers = ((f"continuous (max_batch={cfg.max_batch})", cfg.max_batch, "continuous"),
                (f"static (max_batch={cfg.max_batch})", cfg.max_batch, "static"), ("one at a time", 1, "continuous"))
     for label, max_batch, batching in servers:
@@ -143,13 +170,14 @@ def run(cfg: DictConfig) -> None:
             for c in tqdm(list(cfg.concurrency), desc=label):
                 rows.append({"server": label, "concurrency": c,
                              **load_level(url, cfg.served_name, prompts, c, cfg.max_tokens)})
+            pairs[label] = paired(url, cfg.served_name, prompts, cfg.max_tokens, api)
         finally:
             proc.terminate()
             proc.wait(10)
-    write_report(cfg, rows, len(prompts), servers)
+    write_report(cfg, rows, len(prompts), servers, pairs)
 
 
-def write_report(cfg: DictConfig, rows: list[dict], n: int, servers) -> None:
+def write_report(cfg: DictConfig, rows: list[dict], n: int, servers, pairs: dict) -> None:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok_s = {(r["server"], r["concurrency"]): r["tok_s"] for r in rows}
@@ -170,11 +198,21 @@ def write_report(cfg: DictConfig, rows: list[dict], n: int, servers) -> None:
                      f"{r['tok_s'] / tok_s[(static, c)]:.2f}x | {r['ttft_p50']:.0f} | {r['ttft_p99']:.0f} | "
                      f"{r['gap_p50']:.0f} | {r['gap_p99']:.0f} | {r['latency_p50']:.0f} | "
                      f"{r['latency_p50'] / api['latency_p50']:.2f}x | {r['tok_fwd']:.2f} |")
+    lines += ["", "Concurrency 1, paired: each streamed request right after `dllm.generate` ran the same prompt in "
+              "process (the targets: server latency <= 1.2x the API's, TTFT below the API's time to finish the "
+              "first block).", "",
+              "| server | API latency p50 ms | server latency p50 ms | latency ratio, p50 of pairs | "
+              "ratio of mean latencies | API first block p50 ms | TTFT p50 ms | requests of > 1 forward | "
+              "their API first block p50 ms | their TTFT p50 ms |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, p in pairs.items():
+        lines.append(f"| {label} | {p['api_p50']:.1f} | {p['latency_p50']:.1f} | {p['ratio_p50']:.2f}x | "
+                     f"{p['ratio_of_means']:.2f}x | {p['first_block_p50']:.1f} | {p['ttft_p50']:.1f} | {p['multi']} | "
+                     f"{p['multi_first_block_p50']:.1f} | {p['multi_ttft_p50']:.1f} |")
     tmp = out / "bench.md.tmp"
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(out / "bench.md")
     tmp = out / "bench.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=1))
+    tmp.write_text(json.dumps({"levels": rows, "paired_c1": pairs}, indent=1))
     tmp.replace(out / "bench.json")
     plot(rows[1:], [s[0] for s in servers], out / "bench.png")
     print("\n".join(lines))
