@@ -17,7 +17,8 @@ from dllm.eval.plots import pyplot
 from dllm.eval.runner import evaluate, markdown_table
 from dllm.eval.tasks import task_list
 from dllm.loading import ASSETS, load
-from dllm.samplers import LLaDASampler
+from dllm.samplers import LLaDASampler, ThresholdSampler
+from dllm.training.tokenizer import PRINTABLE
 
 DEFAULT_DESCRIPTION = """A small masked-diffusion language model in the **LLaDA checkpoint format** (config keys `d_model`,
 `n_heads`, ...; weights `model.transformer.blocks.N.*`), trained from scratch by dllm's own
@@ -68,7 +69,10 @@ def _stage_ends(files: list[Path]) -> list[int]:
 
 
 def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_length: int = 32, notes: str = "",
-            earlier_runs: tuple[str, ...] = (), description: str | None = None) -> Path:
+            earlier_runs: tuple[str, ...] = (), description: str | None = None, tasks: str = "tiny",
+            threshold: float | None = None) -> Path:
+    """``tasks``: the card's held-out tasks (a ``tasks`` setting); ``threshold``: a second table
+    with the confidence-threshold sampler at that threshold beside the one-token baseline."""
     run = Path(run_dir)
     src = run / "final" if (run / "final" / "model").exists() else run / "checkpoint"
     dest = ASSETS / name
@@ -91,9 +95,21 @@ def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_lengt
         cache, kind = "none", "bidirectional"
     params = sum(p.numel() for p in model.core.parameters())
     size_mb = sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 2**20
-    tasks = task_list("tiny")
-    per_task = evaluate(model, LLaDASampler(), tasks, n_items,
+    names = task_list(tasks)
+    per_task = evaluate(model, LLaDASampler(), names, n_items, dict(gen_length=gen_length, cache=cache), batch_size=50)
+    alphabet = "all printable ASCII and newline, " if all(
+        model.tokenizer.unk_token_id not in model.tokenizer(c, add_special_tokens=False)["input_ids"]
+        for c in PRINTABLE) else ""
+    second = ""
+    if threshold is not None:
+        fast = evaluate(model, ThresholdSampler(threshold=threshold), names, n_items,
                         dict(gen_length=gen_length, cache=cache), batch_size=50)
+        second = f"""
+Confidence threshold {threshold:g} (`sampler=threshold sampler.threshold={threshold:g}`), same items:
+
+{markdown_table(fast)}
+"""
+        (dest / f"eval_threshold_{threshold:g}.json").write_text(json.dumps(fast, indent=1))
     card = f"""# {name}
 
 {description or DEFAULT_DESCRIPTION.format(name=name)}
@@ -102,7 +118,7 @@ def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_lengt
 |---|---|
 | architecture | {kind} transformer ({model.family} format), {arch.num_layers} layers, d_model {arch.hidden_size}, {arch.num_heads} heads ({arch.num_kv_heads} KV heads), SwiGLU {arch.intermediate_size}, RoPE θ {arch.rope_theta:g} |
 | parameters | {params / 1e6:.2f} M ({size_mb:.1f} MB float32 safetensors) |
-| tokenizer | BPE, {len(model.tokenizer)} tokens, digits split one per token; `{model.tokenizer.convert_ids_to_tokens(model.mask_token_id)}` {model.mask_token_id}, `{model.tokenizer.convert_ids_to_tokens(model.eos_token_ids[0])}` {model.eos_token_ids[0]} |
+| tokenizer | BPE, {len(model.tokenizer)} tokens, {alphabet}digits split one per token; `{model.tokenizer.convert_ids_to_tokens(model.mask_token_id)}` {model.mask_token_id}, `{model.tokenizer.convert_ids_to_tokens(model.eos_token_ids[0])}` {model.eos_token_ids[0]} |
 | data | `{recipe["data"]}` — training split of the task suite (test items never seen) |
 | training | last stage: {recipe["step"]} optimizer steps{f", {recipe['train_seconds'] / 60:.0f} min" if "train_seconds" in recipe else ""}; all stages, wall time and machine below |
 
@@ -120,10 +136,10 @@ Training command (resumable: rerun the same command after an interruption):
 
 One token per forward (LLaDA top-k, `steps = gen_length = {gen_length}`, greedy), first {n_items} test
 items of each task; `python -m dllm.training.publish` reproduces it
-(`dllm eval model.name_or_path={name} tasks=tiny decode.gen_length={gen_length} decode.block_length={block} decode.cache={cache}` gives the same figures):
+(`dllm eval model.name_or_path={name} tasks={tasks} decode.gen_length={gen_length} decode.block_length={block} decode.cache={cache}` gives the same figures):
 
 {markdown_table(per_task)}
-"""  # noqa: E501  (markdown table rows are one line each)
+{second}"""  # noqa: E501  (markdown table rows are one line each)
     (dest / "README.md").write_text(card)
     (dest / "eval.json").write_text(json.dumps(per_task, indent=1))
     return dest
@@ -138,9 +154,12 @@ def main() -> None:
     ap.add_argument("--notes", default="", help="Markdown paragraph added to the card (wall time, machine, gaps)")
     ap.add_argument("--earlier-runs", nargs="*", default=[], help="runs this one continued, for the loss curve")
     ap.add_argument("--description", default=None, help="the card's opening paragraph (default: a from-scratch model)")
+    ap.add_argument("--tasks", default="tiny", help="the held-out tasks of the card (a tasks setting)")
+    ap.add_argument("--threshold", type=float, default=None, help="add a table with the threshold sampler")
     args = ap.parse_args()
     print(publish(args.run_dir, args.name, args.command, args.n_items, notes=args.notes,
-                  earlier_runs=tuple(args.earlier_runs), description=args.description))
+                  earlier_runs=tuple(args.earlier_runs), description=args.description, tasks=args.tasks,
+                  threshold=args.threshold))
 
 
 if __name__ == "__main__":
