@@ -191,6 +191,11 @@ def test_printable_alphabet_writes_any_text_the_data_never_showed(tmp_path):
     wide = build_bpe_tokenizer(texts, vocab_size=200, alphabet="printable")
     ids = wide(unseen, add_special_tokens=False)["input_ids"]
     assert wide.unk_token_id not in ids and wide.decode(ids) == unseen
+    # punctuation and newlines are tokens of their own: a name is one token in a prompt's list and in
+    # the answer, so copying a list is copying tokens
+    prompt = wide('arrived:\n\n["Bob Shaw", "Ann Lee"]\n\nPlease', add_special_tokens=False)["input_ids"]
+    answer = wide('["Bob Shaw", "Ann Lee"]', add_special_tokens=False)["input_ids"]
+    assert set(answer) <= set(prompt) and wide.convert_ids_to_tokens(answer)[:3] == ['["', 'Bob', '▁Shaw']
     narrow = build_bpe_tokenizer(texts, vocab_size=200)  # the data's characters only: z, Q, 7, newline are unknown
     assert narrow.unk_token_id in narrow(unseen, add_special_tokens=False)["input_ids"]
     with pytest.raises(DllmError, match="alphabet must be one of"):

@@ -28,9 +28,16 @@ def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, alphabet: 
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=UNK))
+    # Free text (printable): punctuation and newlines are tokens of their own, so a name is the same
+    # token inside a prompt's list and in the answer ('["Walter' and '\n\n["Walter' both hold
+    # 'Walter'). Without this, merges over space-split chunks fuse names with the quotes, brackets
+    # and newlines around them, and copying a list becomes a lookup between different tokens.
+    split = ([pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Punctuation("contiguous")]
+             if alphabet == "printable" else [])
+    scheme = "never" if split else "always"  # split pieces keep their own spaces: decode gives the text back
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Metaspace(), pre_tokenizers.Digits(individual_digits=True)])
-    tok.decoder = decoders.Metaspace()
+        split + [pre_tokenizers.Metaspace(prepend_scheme=scheme), pre_tokenizers.Digits(individual_digits=True)])
+    tok.decoder = decoders.Metaspace(prepend_scheme=scheme)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS, MASK, PAD, UNK], min_frequency=2,
                                   show_progress=False, initial_alphabet=ALPHABETS[alphabet] or [])
     tok.train_from_iterator(texts, trainer)
