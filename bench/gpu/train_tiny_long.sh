@@ -4,15 +4,17 @@
 # Python packages the GPU image lacks travel as wheels in .whl/ (hydra, omegaconf, datasets).
 set -u
 LIMIT=${LIMIT:-400}
+RECIPE=${RECIPE:-tiny_long}        # another recipe: RECIPE=tiny_text RUN=runs/dllm-tiny-text (train_tiny_text.sh)
+RUN=${RUN:-runs/dllm-tiny-long}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TQDM_MININTERVAL=15
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 start=$(date +%s)
-timeout "$LIMIT" python3 -m dllm.cli train recipe=tiny_long "$@"
+timeout "$LIMIT" python3 -m dllm.cli train recipe="$RECIPE" "$@"
 echo "train rc=$? after $(( $(date +%s) - start )) s"
-run=runs/dllm-tiny-long
+run=$RUN
 src=$run/final; [ -d "$src" ] || src=$run/checkpoint
 cat "$src/recipe.json"; echo
-tar -cf "$OUT/tiny_long.tar" -C "$run" "$(basename "$src")/model" "$(basename "$src")/recipe.json" loss.jsonl
+tar -cf "$OUT/$RECIPE.tar" -C "$run" "$(basename "$src")/model" "$(basename "$src")/recipe.json" loss.jsonl
 ls -la "$OUT"
