@@ -43,7 +43,8 @@ from dataclasses import dataclass
 import torch
 
 from dllm.errors import DllmError, check
-from dllm.kernels import fused_window_attention
+from dllm.kernels import fused_window_attention, pick
+from dllm.kernels.fused_window_attention.planned import WindowPlan
 
 CACHES = ("none", "prefix", "dual", "block", "sub_block")
 BIDIRECTIONAL = ("prefix", "dual")
@@ -100,13 +101,23 @@ class StepView:
 
     def __post_init__(self):
         self.max_len = int(self.kv_len.max()) if len(self.kv_len) else 0  # one host sync per forward, not per layer
+        self.backend: str | None = None  # the kernel backend, picked at the first layer
+        self.plan: WindowPlan | None = None  # the torch path's indices and mask, built at the first layer
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q [n, H, L, D], k, v [n, Hkv, L, D] (post-RoPE) -> [n, H, L, D]. One launch on the GPU (the
-        write fused into the attention); the separate write, then the attention, on the CPU."""
+        write fused into the attention); on the CPU the write, then the attention, planned once per
+        forward (:class:`WindowPlan`: every layer shares the rows' indices and visibility mask)."""
         kc, vc = self.store.k[layer], self.store.v[layer]
-        return fused_window_attention(q, k, v, kc, vc, self.rows, self.dst, self.src, self.count, self.kv_len,
-                                      self.q_pos0, self.block_size, max_len=self.max_len)
+        if self.backend is None:
+            self.backend = pick(q)
+        if self.backend == "triton":
+            return fused_window_attention(q, k, v, kc, vc, self.rows, self.dst, self.src, self.count, self.kv_len,
+                                          self.q_pos0, self.block_size, max_len=self.max_len)
+        if self.plan is None:
+            self.plan = WindowPlan(self.rows, self.dst, self.src, self.count, self.kv_len, self.q_pos0, self.block_size,
+                                   q.shape[2], k.shape[2], kc.shape[0], self.max_len)
+        return self.plan(q, k, v, kc, vc)
 
 
 class CachePolicy:

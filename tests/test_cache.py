@@ -168,3 +168,38 @@ def test_sub_block_size_must_divide_the_block():
     with pytest.raises(DllmError, match=r"cache=sub_block .* block_length \(16\) must be smaller than 16"):
         run(model, PROMPTS[:1], LLaDASampler(), "sub_block", 16)
     assert CACHES == ("none", "prefix", "dual", "block", "sub_block")
+
+
+# (rows fed n, cache rows N, heads, kv heads, queries Lq, fed K/V L, slots S, block size, rows in order, all visible)
+PLAN_CASES = [(1, 1, 4, 2, 1, 1, 30, 0, True, True),  # an AR step at batch 1: slice copies, no mask
+              (3, 5, 4, 1, 6, 6, 40, 0, False, False),  # ragged rows by slice copies, gathered, masked
+              (8, 8, 4, 2, 1, 1, 50, 0, True, False),  # an AR step at batch 8 with ragged lengths: index tensors
+              (6, 9, 4, 2, 9, 12, 60, 8, False, False),  # block-causal, more fed tokens than queries
+              (5, 5, 4, 4, 4, 4, 20, 0, True, True)]  # every row sees every slot: SDPA without a mask
+
+
+@pytest.mark.parametrize("case", PLAN_CASES)
+def test_window_plan_equals_the_reference_bit_for_bit(case):
+    """The CPU path plans a forward's write indices and mask once for every layer; each layer's
+    output and cache write equal the per-call torch reference exactly."""
+    from dllm.kernels.fused_window_attention import fused_window_attention_reference
+    from dllm.kernels.fused_window_attention.planned import WindowPlan
+
+    n, N, h, hkv, lq, length, s, bs, in_order, full = case
+    g = torch.Generator().manual_seed(n * 31 + s)
+    rows = torch.arange(n) if in_order else torch.randperm(N, generator=g)[:n]
+    count = torch.randint(0, length + 1, (n,), generator=g)
+    src = torch.stack([torch.randint(0, int(length - c) + 1, (1,), generator=g)[0] for c in count])
+    dst = torch.randint(0, s - length, (n,), generator=g)
+    kv_len = torch.full((n,), s) if full else torch.randint(1, s + 1, (n,), generator=g)
+    q_pos0 = torch.full((n,), s) if full else torch.randint(-3, s, (n,), generator=g)
+    plan = WindowPlan(rows, dst, src, count, kv_len, q_pos0, bs, lq, length, N, int(kv_len.max()))
+    assert (plan.mask is None) == full and (plan.rows is None) == in_order
+    kc, vc = torch.randn(N, hkv, s, 16, generator=g), torch.randn(N, hkv, s, 16, generator=g)
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    for layer in range(2):  # one plan, every layer
+        q = torch.randn(n, h, lq, 16, generator=g)
+        k, v = torch.randn(n, hkv, length, 16, generator=g), torch.randn(n, hkv, length, 16, generator=g)
+        want = fused_window_attention_reference(q, k, v, kc_ref, vc_ref, rows, dst, src, count, kv_len, q_pos0, bs)
+        assert torch.equal(plan(q, k, v, kc, vc), want)
+        assert torch.equal(kc, kc_ref) and torch.equal(vc, vc_ref)
