@@ -207,3 +207,36 @@ def test_task_groups_in_data_specs():
     names = [r["task"] for r in rows]
     assert names.count("parallelbench/puzzle/sudoku_n4_12") == 2 and names.count("waiting_line/copy") == 3
     assert len({n for n in names if n.startswith("parallelbench/")}) == 12
+
+
+def test_printable_alphabet_grows_an_existing_model_without_changing_it(tmp_path):
+    """init + alphabet=printable + merges: the embedded model's tokenizer gains the characters it lacks
+    (newline, '.', 'z', '9', ...) and merges for the text it could not write, as new ids after its
+    own; its own tasks (held-out items) tokenize, decode and score exactly as before, and it saves and
+    loads in the LLaDA format with the larger vocabulary."""
+    from dllm.eval.tasks import get_task
+    from dllm.training.mdlm_sft import grow_tokenizer
+
+    base = dllm.load("dllm-tiny")
+    rows = list(common.load_records("tasks:parallelbench/waiting_line/copy=40+waiting_line/sort=200:40"))
+    grown = grow_tokenizer(dllm.load("dllm-tiny"), "printable", 60, rows)
+    n = len(base.tokenizer)
+    assert len(grown.tokenizer) > n + 30 and grown.core.lm_head.weight.shape[0] == len(grown.tokenizer)
+    pb = rows[0]["prompt"]  # merges learned from the texts the old tokenizer could not write: shorter prompts
+    assert len(grown.tokenizer(pb)["input_ids"]) < 0.7 * len(base.tokenizer(pb)["input_ids"])
+    text = 'User:\nSort "Zoe Quinn", "Jo Xu".\n[7, 8, 9] ~ {ok}?'
+    assert grown.tokenizer.decode(grown.tokenizer(text)["input_ids"]) == text
+    assert grown.tokenizer.unk_token_id not in grown.tokenizer(text)["input_ids"]
+    for name in ("waiting_line/sort", "waiting_line/copy", "sudoku/4x4"):
+        for item in get_task(name).items("test", 30):
+            assert grown.tokenizer(item.prompt)["input_ids"] == base.tokenizer(item.prompt)["input_ids"]
+    item = get_task("waiting_line/sort").items("test", 1)[0]
+    ids = base.tokenizer(item.prompt)["input_ids"]
+    x = torch.tensor([ids + [base.mask_token_id] * 4])
+    pos = torch.arange(x.shape[1])[None]
+    valid = torch.ones_like(x, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(grown(x, pos, valid)[..., :n], base(x, pos, valid))
+    dllm.save_pretrained(grown, tmp_path / "grown")
+    again = dllm.load(str(tmp_path / "grown"))
+    assert len(again.tokenizer) == len(grown.tokenizer) and again.core.cfg.vocab_size == len(grown.tokenizer)

@@ -30,17 +30,57 @@ from dllm.training.fit import TrainConfig, fit
 
 
 def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None, data_rows, vocab_size: int, seed: int,
-                alphabet: str = "data"):
-    """Start from a checkpoint (``init``) or a new LLaDA-format model of shape ``arch`` with a BPE
-    tokenizer trained on the data (or copied from ``tokenizer_from``)."""
+                alphabet: str = "data", merges: int = 0):
+    """Start from a checkpoint (``init``; ``alphabet`` and ``merges`` grow its tokenizer, see
+    :func:`grow_tokenizer`) or a new LLaDA-format model of shape ``arch`` with a BPE tokenizer
+    trained on the data (or copied from ``tokenizer_from``)."""
     if init:
-        return load(init)
+        return grow_tokenizer(load(init), alphabet, merges, data_rows)
     check(arch is not None, "give init=<model> to fine-tune or arch={...} to train a new model")
     tokenizer = common.new_tokenizer(tokenizer_from, data_rows, vocab_size, alphabet)
     vocab = tokenizer.get_vocab()
     shape = CoreConfig(vocab_size=len(tokenizer), attention="bidirectional", **arch)
     return new_model(shape, tokenizer, "llada", vocab[tokenizer.mask_token], [tokenizer.eos_token_id],
                      tokenizer.eos_token_id, seed=seed)
+
+
+def grow_tokenizer(model, alphabet: str, merges: int, rows):
+    """``model`` with a larger tokenizer (training/tokenizer.py): the characters of ``alphabet`` it
+    lacks, then up to ``merges`` merges learned from the texts of ``rows`` that it could not write
+    before (a text it could write keeps its tokens: the model's own tasks read exactly as they did).
+    Each new token's embedding and output rows start as the mean of its characters' rows (a new
+    character: the mean of all rows); existing rows and ids stay as they were."""
+    from dllm.training.tokenizer import extend_alphabet, learn_merges
+
+    old = model.tokenizer
+    tokenizer, added = extend_alphabet(old, alphabet)
+    chars = tokenizer  # the old merges over the grown alphabet: a merged token's pieces
+    if merges:
+        texts = {t for row in rows for t in (row.get("prompt", ""), row.get("response", ""))}
+        unk = old.unk_token_id
+        new = [t for t in texts if unk in old(t, add_special_tokens=False)["input_ids"]]
+        tokenizer, learned = learn_merges(tokenizer, new, texts.difference(new), merges)
+        added += learned
+    if not added:
+        return model
+    core, n = model.core, len(tokenizer)
+    with torch.no_grad():
+        for name in ("embed_tokens", "lm_head"):
+            weight = getattr(core, name).weight
+            mean = weight.mean(0)
+            rows_new = []
+            for i in range(weight.shape[0], n):  # a merged token: the mean of the rows of the pieces it joins
+                piece = tokenizer.convert_ids_to_tokens(i)
+                ids = chars(piece.replace("\u2581", " "), add_special_tokens=False)["input_ids"]
+                parts = [] if len(piece) == 1 else [p for p in ids if p < weight.shape[0]]
+                rows_new.append(weight[parts].mean(0) if parts else mean)
+            getattr(core, name).weight = torch.nn.Parameter(torch.cat([weight, torch.stack(rows_new)]))
+    if core.cfg.tie_embeddings:
+        core.lm_head.weight = core.embed_tokens.weight
+    core.embed_tokens.num_embeddings = core.lm_head.out_features = core.cfg.vocab_size = n
+    model.tokenizer = tokenizer
+    print(f"tokenizer grown by {added} tokens ({alphabet} alphabet, {merges} merges at most): {n} tokens")
+    return model
 
 
 def encode_dataset(rows, tokenizer, answer_length: int, max_prompt_length: int):
@@ -80,6 +120,7 @@ class MdlmSft:
     max_prompt_length: int
     seed: int
     alphabet: str = "data"
+    merges: int = 0
     name: ClassVar[str] = "mdlm_sft"
 
     @property
@@ -88,7 +129,7 @@ class MdlmSft:
 
     def build(self):
         return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed,
-                           self.alphabet)
+                           self.alphabet, self.merges)
 
     def setup(self, model) -> int:
         self.examples, dropped = encode_dataset(self.rows, model.tokenizer, self.answer_length, self.max_prompt_length)
@@ -114,7 +155,8 @@ TRAIN = TrainConfig()  # the recipe's training defaults: TrainConfig's own
 def run(data: str, output_dir: str, init: str | None = None, arch: dict | None = None,
         tokenizer_from: str | None = None, vocab_size: int = 1024, answer_length: int = 32,
         answer_lengths: list | None = None,
-        max_prompt_length: int = 128, train: TrainConfig | dict | None = None, alphabet: str = "data"):
+        max_prompt_length: int = 128, train: TrainConfig | dict | None = None, alphabet: str = "data",
+        merges: int = 0):
     """Train; ``train`` holds the settings that differ from ``TRAIN``. Resumes from
     ``output_dir/checkpoint`` when it exists. Returns the output folder."""
     train = TRAIN.updated(train)
@@ -125,7 +167,9 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
     from dllm.training.tokenizer import ALPHABETS
 
     check(alphabet in ALPHABETS, f"alphabet must be one of {sorted(ALPHABETS)}, got {alphabet!r}")
+    check(isinstance(merges, int) and merges >= 0 and (not merges or init),
+          f"merges must be a non-negative integer, given with init (it grows init's tokenizer), got {merges!r}")
     rows = list(common.load_records(data))
     recipe = MdlmSft(data, rows, init, arch, tokenizer_from, vocab_size, answer_length, lengths, max_prompt_length,
-                     train.seed, alphabet)
+                     train.seed, alphabet, merges)
     return fit(recipe, train, output_dir)

@@ -43,3 +43,78 @@ def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024, alphabet: 
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, mask_token=MASK, pad_token=PAD,
                                    unk_token=UNK, clean_up_tokenization_spaces=False)
+
+
+def extend_alphabet(tokenizer, alphabet: str):
+    """``tokenizer`` (a BPE ``PreTrainedTokenizerFast``) with every character of ``alphabet`` it lacks
+    added as a token of its own, after the existing ids (ids, merges and pre-tokenization unchanged:
+    text it could already write tokenizes exactly as before). -> (tokenizer, number added)."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    missing = [c for c in ALPHABETS[alphabet] or [] if c not in vocab]
+    if not missing:
+        return tokenizer, 0
+    top = max(len(tokenizer), max(vocab.values()) + 1)
+    for i, c in enumerate(missing):
+        vocab[c] = top + i
+    out = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), eos_token=EOS, mask_token=MASK,
+                                  pad_token=PAD, unk_token=UNK, clean_up_tokenization_spaces=False)
+    return out, len(missing)
+
+
+def learn_merges(tokenizer, texts: Iterable[str], keep: Iterable[str], n: int):
+    """``tokenizer`` (a BPE ``PreTrainedTokenizerFast``) with up to ``n`` merges learned from
+    ``texts`` (BPE's rule: the most frequent adjacent pair of a pre-token's current tokens, again and
+    again), appended after its own. The texts of ``keep`` tokenize exactly as before: a pair that
+    sits side by side in their tokenization is never merged (old merges all rank first, so a new
+    one only ever sees what the old ones leave), nor is a pair whose merged string already is a
+    token. -> (tokenizer, merges added)."""
+    import json
+    from collections import Counter
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    backend = tokenizer.backend_tokenizer
+    spec = json.loads(backend.to_str())
+    vocab, merges = spec["model"]["vocab"], spec["model"]["merges"]
+    pieces = lambda text: [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(text)]  # noqa: E731
+    tokens_of = lambda word: backend.model.tokenize(word)  # noqa: E731
+    banned = set()
+    for text in keep:
+        for word in set(pieces(text)):
+            toks = [t.value for t in tokens_of(word)]
+            banned.update(zip(toks, toks[1:]))
+    words = Counter(w for text in texts for w in pieces(text))
+    seqs = {w: [t.value for t in tokens_of(w)] for w in words}
+    added = 0
+    while added < n:
+        pairs = Counter()
+        for w, seq in seqs.items():
+            for p in zip(seq, seq[1:]):
+                pairs[p] += words[w]
+        best = next((p for p, c in pairs.most_common() if c >= 2 and p not in banned and p[0] + p[1] not in vocab), None)
+        if best is None:
+            break
+        merged = best[0] + best[1]
+        vocab[merged] = max(vocab.values()) + 1
+        merges.append(list(best))
+        added += 1
+        for w, seq in seqs.items():  # apply the merge left to right, as BPE does
+            i, out = 0, []
+            while i < len(seq):
+                if i + 1 < len(seq) and (seq[i], seq[i + 1]) == best:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(seq[i])
+                    i += 1
+            seqs[w] = out
+    out = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)), eos_token=EOS, mask_token=MASK,
+                                  pad_token=PAD, unk_token=UNK, clean_up_tokenization_spaces=False)
+    return out, added
