@@ -56,10 +56,10 @@ def grow_tokenizer(model, alphabet: str, merges: int, rows):
     tokenizer, added = extend_alphabet(old, alphabet)
     chars = tokenizer  # the old merges over the grown alphabet: a merged token's pieces
     if merges:
-        texts = {t for row in rows for t in (row.get("prompt", ""), row.get("response", ""))}
-        unk = old.unk_token_id
-        new = [t for t in texts if unk in old(t, add_special_tokens=False)["input_ids"]]
-        tokenizer, learned = learn_merges(tokenizer, new, texts.difference(new), merges)
+        texts = sorted({t for row in rows for t in (row.get("prompt", ""), row.get("response", ""))})  # a fixed order
+        writes = [old.unk_token_id not in ids for ids in old(texts, add_special_tokens=False)["input_ids"]]
+        tokenizer, learned = learn_merges(tokenizer, [t for t, w in zip(texts, writes) if not w],
+                                          [t for t, w in zip(texts, writes) if w], merges)
         added += learned
     if not added:
         return model

@@ -86,10 +86,9 @@ def learn_merges(tokenizer, texts: Iterable[str], keep: Iterable[str], n: int):
     pieces = lambda text: [w for w, _ in backend.pre_tokenizer.pre_tokenize_str(text)]  # noqa: E731
     tokens_of = lambda word: backend.model.tokenize(word)  # noqa: E731
     banned = set()
-    for text in keep:
-        for word in set(pieces(text)):
-            toks = [t.value for t in tokens_of(word)]
-            banned.update(zip(toks, toks[1:]))
+    for word in {w for text in keep for w in pieces(text)}:  # distinct words: a mixture repeats its names
+        toks = [t.value for t in tokens_of(word)]
+        banned.update(zip(toks, toks[1:]))
     words = Counter(w for text in texts for w in pieces(text))
     seqs = {w: [t.value for t in tokens_of(w)] for w in words}
     added = 0
