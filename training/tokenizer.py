@@ -97,7 +97,8 @@ def learn_merges(tokenizer, texts: Iterable[str], keep: Iterable[str], n: int):
         for w, seq in seqs.items():
             for p in zip(seq, seq[1:]):
                 pairs[p] += words[w]
-        best = next((p for p, c in pairs.most_common() if c >= 2 and p not in banned and p[0] + p[1] not in vocab), None)
+        fresh = (p for p, c in pairs.most_common() if c >= 2 and p not in banned and p[0] + p[1] not in vocab)
+        best = next(fresh, None)
         if best is None:
             break
         merged = best[0] + best[1]
