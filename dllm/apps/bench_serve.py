@@ -31,7 +31,8 @@ from dllm.testing import free_port
 def start_server(cfg: DictConfig, max_batch: int, batching: str = "continuous"):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dllm.cli", "serve", f"port={port}", f"max_batch={max_batch}",
-                             f"batching={batching}", f"model={cfg.model}", f"sampler={cfg.sampler}", "max_queue=4096"],
+                             f"batching={batching}", f"model={cfg.model}", f"sampler={cfg.sampler}",
+                             f"decode.cache={cfg.cache}", "max_queue=4096"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import httpx
 
@@ -95,7 +96,8 @@ def python_api(cfg: DictConfig, prompts: list[str]):
     from dllm.apps.common import build
     from dllm.generate import decode_window, generate
 
-    node = compose(config_name="serve", overrides=[f"model={cfg.model}", f"sampler={cfg.sampler}"])
+    node = compose(config_name="serve", overrides=[f"model={cfg.model}", f"sampler={cfg.sampler}",
+                                                   f"decode.cache={cfg.cache}"])
     model, sampler = build(node.model), build(node.sampler)
     window = decode_window(model, None)
     gen_length = -(-cfg.max_tokens // window) * window
@@ -103,12 +105,12 @@ def python_api(cfg: DictConfig, prompts: list[str]):
     def first_block(p: str) -> float:
         """The time to finish the first block alone: what a block-by-block stream waits for."""
         t = time.perf_counter()
-        generate(model, [p], sampler, gen_length=window, stop_at_eos=False)
+        generate(model, [p], sampler, gen_length=window, stop_at_eos=False, cache=node.decode.cache)
         return time.perf_counter() - t
 
     def call(p: str) -> tuple[float, float]:
         t = time.perf_counter()
-        generate(model, [p], sampler, gen_length=gen_length)
+        generate(model, [p], sampler, gen_length=gen_length, cache=node.decode.cache)
         return time.perf_counter() - t, first_block(p)
 
     call(prompts[0])  # warm-up, as the servers get
@@ -116,13 +118,14 @@ def python_api(cfg: DictConfig, prompts: list[str]):
     t0 = time.perf_counter()
     for p in prompts:
         t = time.perf_counter()
-        st = generate(model, [p], sampler, gen_length=gen_length).stats[0]
+        st = generate(model, [p], sampler, gen_length=gen_length, cache=node.decode.cache).stats[0]
         ends.append(time.perf_counter() - t)
         gen, nfe, committed = gen + st.gen_tokens, nfe + st.nfe, committed + st.committed
     wall = time.perf_counter() - t0
     t0 = time.perf_counter()  # the compute ceiling of batching here: max_batch prompts per generate call
     batched = sum(st.gen_tokens for i in range(0, len(prompts), cfg.max_batch)
-                  for st in generate(model, prompts[i:i + cfg.max_batch], sampler, gen_length=gen_length).stats)
+                  for st in generate(model, prompts[i:i + cfg.max_batch], sampler, gen_length=gen_length,
+                                     cache=node.decode.cache).stats)
     batched_tok_s = batched / (time.perf_counter() - t0)
     firsts = [first_block(p) for p in prompts]
     nan = float("nan")
@@ -187,8 +190,8 @@ def write_report(cfg: DictConfig, rows: list[dict], n: int, servers, pairs: dict
     tok_s = {(r["server"], r["concurrency"]): r["tok_s"] for r in rows}
     one, static = servers[2][0], servers[1][0]
     api = rows[0]
-    lines = [f"# dllm serve under load ({cfg.model}, sampler {cfg.sampler}, {n} streamed requests per level, "
-             f"max_tokens {cfg.max_tokens})", "",
+    lines = [f"# dllm serve under load ({cfg.model}, sampler {cfg.sampler}, cache {cfg.cache}, {n} streamed requests "
+             f"per level, max_tokens {cfg.max_tokens})", "",
              f"Python API, one request at a time: latency p50 {api['latency_p50']:.1f} ms, first block finished "
              f"p50 {api['first_block_p50']:.1f} ms, {api['tok_s']:.1f} tok/s. In batches of {cfg.max_batch} (one "
              f"`generate` call each, no server): {api['batched_tok_s']:.1f} tok/s = "
