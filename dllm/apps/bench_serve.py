@@ -32,7 +32,7 @@ def start_server(cfg: DictConfig, max_batch: int, batching: str = "continuous"):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "dllm.cli", "serve", f"port={port}", f"max_batch={max_batch}",
                              f"batching={batching}", f"model={cfg.model}", f"sampler={cfg.sampler}",
-                             f"decode.cache={cfg.cache}", "max_queue=4096"],
+                             f"decode.cache={cfg.decode.cache}", "max_queue=4096"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import httpx
 
@@ -97,7 +97,7 @@ def python_api(cfg: DictConfig, prompts: list[str]):
     from dllm.generate import decode_window, generate
 
     node = compose(config_name="serve", overrides=[f"model={cfg.model}", f"sampler={cfg.sampler}",
-                                                   f"decode.cache={cfg.cache}"])
+                                                   f"decode.cache={cfg.decode.cache}"])
     model, sampler = build(node.model), build(node.sampler)
     window = decode_window(model, None)
     gen_length = -(-cfg.max_tokens // window) * window
@@ -190,8 +190,8 @@ def write_report(cfg: DictConfig, rows: list[dict], n: int, servers, pairs: dict
     tok_s = {(r["server"], r["concurrency"]): r["tok_s"] for r in rows}
     one, static = servers[2][0], servers[1][0]
     api = rows[0]
-    lines = [f"# dllm serve under load ({cfg.model}, sampler {cfg.sampler}, cache {cfg.cache}, {n} streamed requests "
-             f"per level, max_tokens {cfg.max_tokens})", "",
+    lines = [f"# dllm serve under load ({cfg.model}, sampler {cfg.sampler}, cache {cfg.decode.cache}, {n} streamed "
+             f"requests per level, max_tokens {cfg.max_tokens})", "",
              f"Python API, one request at a time: latency p50 {api['latency_p50']:.1f} ms, first block finished "
              f"p50 {api['first_block_p50']:.1f} ms, {api['tok_s']:.1f} tok/s. In batches of {cfg.max_batch} (one "
              f"`generate` call each, no server): {api['batched_tok_s']:.1f} tok/s = "
