@@ -54,7 +54,7 @@ def grow_tokenizer(model, alphabet: str, merges: int, rows):
 
     old = model.tokenizer
     tokenizer, added = extend_alphabet(old, alphabet)
-    chars = tokenizer  # the old merges over the grown alphabet: a merged token's pieces
+    chars = tokenizer  # the old merges over the grown alphabet: what a merged token's pieces are
     if merges:
         texts = sorted({t for row in rows for t in (row.get("prompt", ""), row.get("response", ""))})  # a fixed order
         writes = [old.unk_token_id not in ids for ids in old(texts, add_special_tokens=False)["input_ids"]]
@@ -64,17 +64,17 @@ def grow_tokenizer(model, alphabet: str, merges: int, rows):
     if not added:
         return model
     core, n = model.core, len(tokenizer)
+    n_old = core.embed_tokens.weight.shape[0]
+    parts = []  # per new token, the old ids it joins (none for a new character: the mean of all rows)
+    for i in range(n_old, n):
+        piece = tokenizer.convert_ids_to_tokens(i)
+        ids = chars(piece.replace("\u2581", " "), add_special_tokens=False)["input_ids"]
+        parts.append([] if len(piece) == 1 else [p for p in ids if p < n_old])
     with torch.no_grad():
-        for name in ("embed_tokens", "lm_head"):
+        for name in ("embed_tokens",) if core.cfg.tie_embeddings else ("embed_tokens", "lm_head"):
             weight = getattr(core, name).weight
-            mean = weight.mean(0)
-            rows_new = []
-            for i in range(weight.shape[0], n):  # a merged token: the mean of the rows of the pieces it joins
-                piece = tokenizer.convert_ids_to_tokens(i)
-                ids = chars(piece.replace("\u2581", " "), add_special_tokens=False)["input_ids"]
-                parts = [] if len(piece) == 1 else [p for p in ids if p < weight.shape[0]]
-                rows_new.append(weight[parts].mean(0) if parts else mean)
-            getattr(core, name).weight = torch.nn.Parameter(torch.cat([weight, torch.stack(rows_new)]))
+            grown = [weight[p].mean(0) if p else weight.mean(0) for p in parts]
+            getattr(core, name).weight = torch.nn.Parameter(torch.cat([weight, torch.stack(grown)]))
     if core.cfg.tie_embeddings:
         core.lm_head.weight = core.embed_tokens.weight
     core.embed_tokens.num_embeddings = core.lm_head.out_features = core.cfg.vocab_size = n
