@@ -219,3 +219,31 @@ def test_tokenizer_larger_than_the_embedding_is_refused_at_load(tmp_path):
     tok.save_pretrained(folder)
     with pytest.raises(DllmError, match=r"tokenizer of m has \d+ tokens but the model's embedding has"):
         dllm.load(str(folder))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 8, 33, 65])
+def test_vocab_projection_fast_path_equals_the_linear_head(rows):
+    """The CPU inference head (W Hᵀ)ᵀ against F.linear in float64 (the independent computation),
+    and every case that must keep the module's own call bit for bit."""
+    from torch import nn
+
+    from dllm.models.core import vocab_logits
+
+    torch.manual_seed(rows)
+    head = nn.Linear(96, 9000, bias=False)
+    h = torch.randn(2, rows, 96)
+    want = torch.nn.functional.linear(h.double(), head.weight.double())
+    with torch.no_grad():
+        got = vocab_logits(head, h)
+        assert got.shape == (2, rows, 9000) and got.is_contiguous()
+        assert (got.double() - want).abs().max().item() < 1e-4
+        biased = nn.Linear(96, 9000)
+        assert torch.equal(vocab_logits(biased, h), biased(h))  # a bias: the module's own call
+        one = h[:1, :1]
+        assert torch.equal(vocab_logits(head, one), head(one))  # one row: the same matrix-vector product
+        small = nn.Linear(96, 837, bias=False)
+        assert torch.equal(vocab_logits(small, h), small(h))  # a small vocabulary: F.linear is faster
+    with torch.enable_grad():  # training keeps nn.Linear (and its backward)
+        h.requires_grad_(True)
+        out = vocab_logits(head, h)
+        assert out.grad_fn is not None and torch.equal(out, head(h))
