@@ -240,3 +240,17 @@ def test_printable_alphabet_grows_an_existing_model_without_changing_it(tmp_path
     dllm.save_pretrained(grown, tmp_path / "grown")
     again = dllm.load(str(tmp_path / "grown"))
     assert len(again.tokenizer) == len(grown.tokenizer) and again.core.cfg.vocab_size == len(grown.tokenizer)
+
+
+def test_an_answer_longer_than_the_drawn_canvas_takes_the_next_listed_length():
+    from dllm.training.mdlm_sft import canvas_length, run
+
+    lengths = [32, 48, 64, 96, 512]
+    assert canvas_length(20, 32, lengths) == 32  # fits the draw: the draw
+    assert canvas_length(20, 512, lengths) == 512
+    assert canvas_length(50, 32, lengths) == 64  # longer: the smallest listed length that holds it
+    assert canvas_length(96, 48, lengths) == 96
+    # a recipe whose lengths all hold every answer pads exactly to the draw, as before
+    assert all(canvas_length(n, d, [48, 64]) == d for n in (1, 30, 48) for d in (48, 64))
+    with pytest.raises(DllmError, match="answer_lengths must be positive with one >= answer_length"):
+        run("tasks:waiting_line/copy:4", "/tmp/never", answer_length=96, answer_lengths=[32, 64])

@@ -105,6 +105,12 @@ def mdlm_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_i
     return per_example.mean()
 
 
+def canvas_length(n: int, drawn: int, lengths: list[int]) -> int:
+    """The canvas an answer of ``n`` tokens is padded to when this step drew ``drawn``: the drawn
+    length, or the smallest of ``lengths`` that holds the answer when it is longer."""
+    return drawn if n <= drawn else min(x for x in lengths if x >= n)
+
+
 @dataclass
 class MdlmSft:
     """The recipe :func:`fit` drives (training/fit.py's ``Recipe``: build, setup, loss)."""
@@ -142,10 +148,12 @@ class MdlmSft:
     def loss(self, model, indices, gen, device, step):
         # answers are end-of-text padded to this step's length (a pure function of the step, so a
         # resumed run pads exactly as the uninterrupted one): mixing lengths teaches the model the
-        # canvas sizes it meets at generation time
+        # canvas sizes it meets at generation time. An answer longer than the drawn length takes the
+        # smallest listed length that holds it (short tasks keep their short canvases beside long answers).
         draw = torch.randint(len(self.answer_lengths), (1,), generator=common.step_generator(self.seed + 1, step))
         pad_to = self.answer_lengths[int(draw)]
-        batch = [(q, a + [self.eos] * (pad_to - len(a))) for q, a in (self.examples[i] for i in indices)]
+        batch = [(q, a + [self.eos] * (canvas_length(len(a), pad_to, self.answer_lengths) - len(a)))
+                 for q, a in (self.examples[i] for i in indices)]
         return mdlm_loss(model, *common.collate(batch, self.pad, device), gen, self.mask_id), {}
 
 
@@ -162,8 +170,8 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
     train = TRAIN.updated(train)
     check(answer_length > 0, f"answer_length must be a positive integer, got {answer_length}")
     lengths = [int(n) for n in (answer_lengths or [answer_length])]
-    check(all(n >= answer_length for n in lengths),
-          f"answer_lengths must all be >= answer_length ({answer_length}), got {lengths}")
+    check(all(n > 0 for n in lengths) and max(lengths) >= answer_length,
+          f"answer_lengths must be positive with one >= answer_length ({answer_length}), got {lengths}")
     from dllm.training.tokenizer import ALPHABETS
 
     check(alphabet in ALPHABETS, f"alphabet must be one of {sorted(ALPHABETS)}, got {alphabet!r}")
