@@ -210,9 +210,9 @@ def vocab_logits(head: nn.Module, h: torch.Tensor) -> torch.Tensor:
     from ~128 rows (`python bench/vocab_projection/run.py`, bench/vocab_projection/bench.md). The
     same dot products in another blocking: equal to ``F.linear`` within fp32 rounding
     (tests/test_models.py). Anything else (CUDA, training, a LoRA-wrapped head, one row, where both
-    are the same matrix-vector product) is ``head(h)``."""
+    are the same matrix-vector product) is ``head(h)``; so is any device but the CPU, where this was measured."""
     rows = h.numel() // h.shape[-1]
-    if (h.is_cuda or torch.is_grad_enabled() or type(head) is not nn.Linear or head.bias is not None
+    if (h.device.type != "cpu" or torch.is_grad_enabled() or type(head) is not nn.Linear or head.bias is not None
             or not 2 <= rows <= TALL_HEAD_MAX_ROWS or head.out_features < TALL_HEAD_MIN_VOCAB):
         return head(h)
     w = head.weight  # [V, d]
