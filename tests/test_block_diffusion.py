@@ -147,7 +147,7 @@ def test_two_optimiser_steps_adapt_an_ar_parent(tmp_path, parents):
     res = dllm.generate(model, ["the cat sat on"], dllm.samplers.ThresholdSampler(threshold=0.9), gen_length=8,
                         block_length=4, cache="block")
     assert res.stats[0].nfe >= 1
-    with pytest.raises(DllmError, match="trained with block_size 4, not 8"):
+    with pytest.raises(DllmError, match="holds a run with other settings \\(block_size: 4 there, 8 here"):
         run(str(data), str(tmp_path / "bd"), init=str(parents["qwen2"]), block_size=8, train=dict(max_steps=3))
 
 

@@ -254,3 +254,49 @@ def test_an_answer_longer_than_the_drawn_canvas_takes_the_next_listed_length():
     assert all(canvas_length(n, d, [48, 64]) == d for n in (1, 30, 48) for d in (48, 64))
     with pytest.raises(DllmError, match="answer_lengths must be positive with one >= answer_length"):
         run("tasks:waiting_line/copy:4", "/tmp/never", answer_length=96, answer_lengths=[32, 64])
+
+
+def test_resume_with_other_settings_is_refused_and_cadence_may_change(tmp_path):
+    kw = dict(arch=ARCH, answer_length=32, train=dict(max_steps=2, batch_size=8, save_every=1, warmup_steps=1))
+    out = tmp_path / "r"
+    run(DATA, str(out), **kw)
+    with pytest.raises(DllmError, match=r"other settings \(train\.lr: 0\.001 there, 0\.0005 here"):
+        run(DATA, str(out), **{**kw, "train": {**kw["train"], "lr": 5e-4}})
+    with pytest.raises(DllmError, match=r"answer_length: 32 there, 48 here"):
+        run(DATA, str(out), **{**kw, "answer_length": 48})
+    with pytest.raises(DllmError, match=r"data: .* there, .* here"):
+        run("tasks:waiting_line/copy:64", str(out), **kw)
+    recorded = json.loads((out / "checkpoint" / "recipe.json").read_text())
+    assert recorded["train"]["lr"] == 1e-3 and "save_every" not in recorded["train"]
+    run(DATA, str(out), **{**kw, "train": {**kw["train"], "save_every": 5, "log_every": 3}})  # cadence only: resumes
+
+
+# Started in a subprocess: SIGTERM once two loss rows are logged (the loop is running by then).
+SIGTERM_RUN = """
+import sys
+from dllm.training.mdlm_sft import run
+run({data!r}, {out!r}, arch={arch!r}, train=dict(max_steps=100000, batch_size=8, save_every=100000, log_every=1))
+"""
+
+
+def test_sigterm_finishes_the_step_and_writes_a_checkpoint(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "s"
+    p = subprocess.Popen([sys.executable, "-c", SIGTERM_RUN.format(data=DATA, out=str(out), arch=ARCH)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:
+        if (out / "loss.jsonl").exists() and len((out / "loss.jsonl").read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    text, _ = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, text[-500:]
+    assert "checkpoint saved" in text and "the same command resumes it" in text
+    step = json.loads((out / "checkpoint" / "recipe.json").read_text())["step"]
+    assert step == len(losses(out)) >= 2  # every finished step is kept, none half-written
+    assert torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=True)["step"] == step
+    assert not (out / "final").exists()
+    dllm.load(out / "checkpoint" / "model")

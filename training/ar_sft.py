@@ -76,7 +76,8 @@ class ArSft:
 
     @property
     def meta(self) -> dict:
-        return {"data": self.data}
+        return {"data": self.data, "init": self.init, "arch": self.arch, "family": self.family,
+                "answer_length": self.answer_length, "max_prompt_length": self.max_prompt_length}
 
     def build(self):
         return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed,

@@ -144,7 +144,8 @@ class BlockDiffusion:
 
     @property
     def meta(self) -> dict:
-        return {"data": self.data, "init": str(self.init), "block_size": self.block_size}
+        return {"data": self.data, "init": str(self.init), "block_size": self.block_size,
+                "answer_length": self.answer_length, "max_prompt_length": self.max_prompt_length}
 
     def build(self):
         model = load(self.init)

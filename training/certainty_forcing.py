@@ -106,7 +106,7 @@ class CertaintyForcing:
     @property
     def meta(self) -> dict:
         return {"data": self.trajectories, "keep": self.keep, "lam": self.lam, "block_length": self.block_length,
-                "init": self.init}
+                "init": self.init, "mask_ratio": self.mask_ratio, "temperature": self.temperature}
 
     def build(self):
         return load(self.init)

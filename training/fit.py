@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +89,67 @@ class Recipe(Protocol):
         """-> (scalar loss of the batch ``indices``, a dict of floats logged beside it in loss.jsonl)."""
 
 
+# Knobs that change how often a run writes, never what it computes: a resumed run may change them.
+CADENCE = ("save_every", "log_every")
+
+
+def run_settings(recipe: Recipe, train: TrainConfig) -> dict:
+    """What a checkpoint records of its run, and what a resume must match: the recipe, its meta
+    (data, init, lengths ...) and every training setting but the cadence."""
+    knobs = {k: v for k, v in dataclasses.asdict(train).items() if k not in CADENCE}
+    return {"recipe": recipe.name, **recipe.meta, "train": knobs}
+
+
+def check_same_run(ckpt: Path, settings: dict) -> None:
+    """Refuse to resume a checkpoint written with other settings (a mixed run is neither one). A
+    checkpoint from before a setting was recorded is compared on what it recorded."""
+    path = ckpt / "recipe.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    pairs = [(k, saved[k], v) for k, v in settings.items() if k != "train" and k in saved]
+    pairs += [(f"train.{k}", saved["train"][k], v) for k, v in settings["train"].items()
+              if k in saved.get("train", {})]
+    differ = [f"{k}: {json.dumps(a)} there, {json.dumps(b)} here" for k, a, b in pairs
+              if json.loads(json.dumps(a)) != json.loads(json.dumps(b))]
+    if differ:
+        raise DllmError(f"{ckpt.parent} holds a run with other settings ({'; '.join(differ)}); resume it with the "
+                        "same settings or give a new output_dir")
+
+
+class StopOnSignal:
+    """SIGTERM/SIGINT during training: finish the step, write a checkpoint, exit (128 + signal).
+    A second signal acts at once, as it would without this handler."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread only
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        self.received = signum
+        for sig, handler in self.previous.items():  # the next signal is not deferred
+            signal.signal(sig, handler)
+
+    def agreed(self, acc) -> bool:
+        """Whether to stop now: on several processes, when any of them got the signal (all stop at
+        the same step, so no collective waits on a process that left)."""
+        if acc.num_processes == 1:
+            return self.received is not None
+        flag = torch.tensor([float(self.received is not None)], device=acc.device)
+        return bool(acc.gather(flag).max() > 0)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
 def merged_copy(base):
     """A LoRA-wrapped model -> a plain model with the adapters merged (the adapter keeps training)."""
     merged = copy.deepcopy(base.core).merge_and_unload()
@@ -105,6 +168,9 @@ def fit(recipe: Recipe, train: TrainConfig, output_dir: str) -> Path:
     ckpt = out / "checkpoint"
     acc = Accelerator(mixed_precision=train.mixed_precision, cpu=not torch.cuda.is_available())
     resumed = (ckpt / "trainer_state.pt").exists()
+    settings = run_settings(recipe, train)
+    if resumed:
+        check_same_run(ckpt, settings)
     lora = bool(train.lora_r)
     model = load(ckpt / "model") if resumed and not lora else recipe.build()
     n_examples = recipe.setup(model)
@@ -149,33 +215,42 @@ def fit(recipe: Recipe, train: TrainConfig, output_dir: str) -> Path:
                 if lora:
                     state["core"] = base.core.state_dict()
                 torch.save(state, tmp / "trainer_state.pt")
-            (tmp / "recipe.json").write_text(json.dumps({"recipe": recipe.name, "step": step, **recipe.meta,
-                                                         "train_seconds": elapsed}))
+            (tmp / "recipe.json").write_text(json.dumps({**settings, "step": step, "train_seconds": elapsed}))
 
         common.atomic_dir(out / ("final" if final else "checkpoint"), write)
 
     started = time.perf_counter()
     bar = tqdm(total=train.max_steps, initial=step, desc=recipe.name, disable=not acc.is_main_process)
-    while step < train.max_steps:
-        idx = common.batch_indices(n_examples, train.batch_size, step, train.seed)
-        idx = idx[acc.process_index::acc.num_processes]
-        with acc.autocast():
-            loss, parts = recipe.loss(model, idx, common.step_generator(train.seed, step, acc.process_index),
-                                      acc.device, step)
-        acc.backward(loss)
-        if train.grad_clip:
-            acc.clip_grad_norm_(model.parameters(), train.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        loss_value = acc.gather(loss.detach()[None]).mean().item()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        if log is not None and (step % train.log_every == 0 or step == train.max_steps):
-            log.add(step=step, loss=loss_value, lr=sched.get_last_lr()[0], **parts)
-        if step % train.save_every == 0 or step == train.max_steps:
+    with StopOnSignal() as stop:
+        while step < train.max_steps and not stop.agreed(acc):
+            idx = common.batch_indices(n_examples, train.batch_size, step, train.seed)
+            idx = idx[acc.process_index::acc.num_processes]
+            with acc.autocast():
+                loss, parts = recipe.loss(model, idx, common.step_generator(train.seed, step, acc.process_index),
+                                          acc.device, step)
+            acc.backward(loss)
+            if train.grad_clip:
+                acc.clip_grad_norm_(model.parameters(), train.grad_clip)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            loss_value = acc.gather(loss.detach()[None]).mean().item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
+            if log is not None and (step % train.log_every == 0 or step == train.max_steps):
+                log.add(step=step, loss=loss_value, lr=sched.get_last_lr()[0], **parts)
+            if step % train.save_every == 0 or step == train.max_steps:
+                save()
+    if step < train.max_steps:  # interrupted: every finished step is kept
+        if step % train.save_every:
             save()
+        bar.close()
+        code = stop.received or signal.SIGTERM  # a process that did not get it stops with the one that did
+        if acc.is_main_process:
+            print(f"\n{recipe.name}: stopped by signal {code} at step {step}; checkpoint saved in {ckpt}; "
+                  "the same command resumes it", flush=True)
+        raise SystemExit(128 + int(code))
     bar.close()
     save(final=True)
     acc.wait_for_everyone()

@@ -131,7 +131,10 @@ class MdlmSft:
 
     @property
     def meta(self) -> dict:
-        return {"data": self.data}
+        # recorded in every checkpoint; a resume with other values is refused (fit.check_same_run)
+        return {"data": self.data, "init": self.init, "arch": self.arch, "answer_length": self.answer_length,
+                "answer_lengths": self.answer_lengths, "max_prompt_length": self.max_prompt_length,
+                "alphabet": self.alphabet, "merges": self.merges}
 
     def build(self):
         return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed,
