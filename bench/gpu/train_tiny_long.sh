@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stage 3 of dllm-tiny on a lent GPU (device tool): `dllm train recipe=tiny_long`, capped at
-# $LIMIT seconds; packs the newest model (final, else the last atomic checkpoint) into $OUT.
+# $LIMIT seconds (timeout's SIGTERM: the trainer finishes the step and writes a checkpoint); packs the
+# newest model (final, else that checkpoint with its trainer state, so the run resumes here) into $OUT.
 # Python packages the GPU image lacks travel as wheels in .whl/ (hydra, omegaconf, datasets).
 set -u
 LIMIT=${LIMIT:-400}
@@ -16,5 +17,6 @@ echo "train rc=$? after $(( $(date +%s) - start )) s"
 run=$RUN
 src=$run/final; [ -d "$src" ] || src=$run/checkpoint
 cat "$src/recipe.json"; echo
-tar -cf "$OUT/$RECIPE.tar" -C "$run" "$(basename "$src")/model" "$(basename "$src")/recipe.json" loss.jsonl
+state=(); [ -f "$src/trainer_state.pt" ] && state=("$(basename "$src")/trainer_state.pt")
+tar -cf "$OUT/$RECIPE.tar" -C "$run" "$(basename "$src")/model" "$(basename "$src")/recipe.json" "${state[@]}" loss.jsonl
 ls -la "$OUT"
