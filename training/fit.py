@@ -103,13 +103,15 @@ def run_settings(recipe: Recipe, train: TrainConfig) -> dict:
 def check_same_run(ckpt: Path, settings: dict) -> None:
     """Refuse to resume a checkpoint written with other settings (a mixed run is neither one). A
     checkpoint from before a setting was recorded is compared on what it recorded."""
+    def flat(d: dict) -> dict:  # train's knobs as "train.<knob>"; JSON values (a tuple reads as a list)
+        d = json.loads(json.dumps(d))
+        knobs = {f"train.{k}": v for k, v in d.pop("train", {}).items()}
+        return {**d, **knobs}
+
     path = ckpt / "recipe.json"
-    saved = json.loads(path.read_text()) if path.exists() else {}
-    pairs = [(k, saved[k], v) for k, v in settings.items() if k != "train" and k in saved]
-    pairs += [(f"train.{k}", saved["train"][k], v) for k, v in settings["train"].items()
-              if k in saved.get("train", {})]
-    differ = [f"{k}: {json.dumps(a)} there, {json.dumps(b)} here" for k, a, b in pairs
-              if json.loads(json.dumps(a)) != json.loads(json.dumps(b))]
+    saved, here = flat(json.loads(path.read_text()) if path.exists() else {}), flat(settings)
+    differ = [f"{k}: {json.dumps(saved[k])} there, {json.dumps(v)} here" for k, v in here.items()
+              if k in saved and saved[k] != v]
     if differ:
         raise DllmError(f"{ckpt.parent} holds a run with other settings ({'; '.join(differ)}); resume it with the "
                         "same settings or give a new output_dir")
