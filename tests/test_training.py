@@ -227,6 +227,11 @@ def test_printable_alphabet_grows_an_existing_model_without_changing_it(tmp_path
     text = 'User:\nSort "Zoe Quinn", "Jo Xu".\n[7, 8, 9] ~ {ok}?'
     assert grown.tokenizer.decode(grown.tokenizer(text)["input_ids"]) == text
     assert grown.tokenizer.unk_token_id not in grown.tokenizer(text)["input_ids"]
+    # a list reads the same in the prompt and in the answer (merges never join a name to the quotes,
+    # brackets or newlines around it): the answer's tokens after its first stand in the prompt in a row
+    for row in rows[:40]:
+        p, a = common.encode_record(row, grown.tokenizer)
+        assert any(p[i:i + len(a) - 1] == a[1:] for i in range(len(p))), grown.tokenizer.convert_ids_to_tokens(a)
     for name in ("waiting_line/sort", "waiting_line/copy", "sudoku/4x4"):
         for item in get_task(name).items("test", 30):
             assert grown.tokenizer(item.prompt)["input_ids"] == base.tokenizer(item.prompt)["input_ids"]

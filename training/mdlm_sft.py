@@ -50,16 +50,23 @@ def grow_tokenizer(model, alphabet: str, merges: int, rows):
     before (a text it could write keeps its tokens: the model's own tasks read exactly as they did).
     Each new token's embedding and output rows start as the mean of its characters' rows (a new
     character: the mean of all rows); existing rows and ids stay as they were."""
-    from dllm.training.tokenizer import extend_alphabet, learn_merges
+    from dllm.training.tokenizer import extend_alphabet, learn_merges, split_lines
 
     old = model.tokenizer
     tokenizer, added = extend_alphabet(old, alphabet)
+    if "\n" not in old.get_vocab() and "\n" in tokenizer.get_vocab():  # it could not write a newline: no text changes
+        tokenizer = split_lines(tokenizer)
     chars = tokenizer  # the old merges over the grown alphabet: what a merged token's pieces are
     if merges:
-        texts = sorted({t for row in rows for t in (row.get("prompt", ""), row.get("response", ""))})  # a fixed order
-        writes = [old.unk_token_id not in ids for ids in old(texts, add_special_tokens=False)["input_ids"]]
-        tokenizer, learned = learn_merges(tokenizer, [t for t, w in zip(texts, writes) if not w],
-                                          [t for t, w in zip(texts, writes) if w], merges)
+        # A row it could write whole (its own tasks) keeps its tokens; a row with a character it lacks is
+        # new text, all of it: its merges reach the parts it could spell (a list of new names in an
+        # answer), so a name reads the same in the prompt and in the answer.
+        pairs = [(row.get("prompt", ""), row.get("response", "")) for row in rows]
+        texts = sorted({t for p in pairs for t in p})  # a fixed order
+        writes = dict(zip(texts, (old.unk_token_id not in ids for ids in old(texts, add_special_tokens=False)["input_ids"])))
+        keep = {t for p in pairs if all(writes[t] for t in p) for t in p}
+        new = {t for p in pairs if not all(writes[t] for t in p) for t in p} - keep
+        tokenizer, learned = learn_merges(tokenizer, sorted(new), sorted(keep), merges)
         added += learned
     if not added:
         return model

@@ -67,13 +67,61 @@ def extend_alphabet(tokenizer, alphabet: str):
     return out, len(missing)
 
 
+def split_lines(tokenizer):
+    """``tokenizer`` (a Metaspace BPE ``PreTrainedTokenizerFast`` that could not write a newline) with
+    each run of newlines a pre-token of its own, so a merge never joins a line's end to the next
+    line's start ('Harper"]' + newlines + 'Please'), and the leading space added to the text's first
+    piece only, so decode gives multi-line text back. A text without a newline pre-tokenizes exactly
+    as before (one piece, the space added at its start)."""
+    import json
+
+    from tokenizers import Regex, Tokenizer, decoders, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    spec = json.loads(backend.to_str())
+    rest = spec["pre_tokenizer"]["pretokenizers"] if spec["pre_tokenizer"]["type"] == "Sequence" else [spec["pre_tokenizer"]]
+    if rest and rest[0]["type"] == "Split":  # already split
+        return tokenizer
+    meta = [p for p in rest if p["type"] == "Metaspace"]
+    if not meta:
+        return tokenizer
+    others = [p for p in rest if p["type"] == "Digits"]
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex("\n+"), "isolated"), pre_tokenizers.Metaspace(prepend_scheme="first")]
+        + [pre_tokenizers.Digits(individual_digits=True)] * len(others))
+    backend.decoder = decoders.Metaspace(prepend_scheme="first")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, mask_token=MASK, pad_token=PAD,
+                                   unk_token=UNK, clean_up_tokenization_spaces=False)
+
+
+def _kind(piece: str) -> str:
+    """A token's kind for merging: "word" (letters, after an optional leading space), "space" (the
+    space alone), "sym" (punctuation and newlines, after an optional space) or "mixed"."""
+    core = piece[1:] if piece.startswith("\u2581") else piece
+    if not core:
+        return "space"
+    if core.isalpha():
+        return "word"
+    return "sym" if not any(c.isalnum() or c == "\u2581" for c in core) else "mixed"
+
+
+def same_kind(left: str, right: str) -> bool:
+    """A merge keeps words and punctuation apart: a name is then the same token inside a prompt's
+    list ('["Wendy') and in an answer (' ["Wendy'), whatever quotes, brackets or spaces stand around it."""
+    a, b = _kind(left), _kind(right)
+    if right.startswith("\u2581"):
+        return False
+    return (a in ("space", "word") and b == "word") or (a in ("space", "sym") and b == "sym")
+
+
 def learn_merges(tokenizer, texts: Iterable[str], keep: Iterable[str], n: int):
     """``tokenizer`` (a BPE ``PreTrainedTokenizerFast``) with up to ``n`` merges learned from
     ``texts`` (BPE's rule: the most frequent adjacent pair of a pre-token's current tokens, again and
-    again), appended after its own. The texts of ``keep`` tokenize exactly as before: a pair that
+    again), appended after its own (a merged string already in the vocabulary keeps its id). The texts of
+    ``keep`` tokenize exactly as before: a pair that
     sits side by side in their tokenization is never merged (old merges all rank first, so a new
-    one only ever sees what the old ones leave), nor is a pair whose merged string already is a
-    token. -> (tokenizer, merges added)."""
+    one only ever sees what the old ones leave), nor is a pair that joins a word to punctuation (:func:`same_kind`). -> (tokenizer, merges added)."""
     import json
     from collections import Counter
 
@@ -97,12 +145,13 @@ def learn_merges(tokenizer, texts: Iterable[str], keep: Iterable[str], n: int):
         for w, seq in seqs.items():
             for p in zip(seq, seq[1:]):
                 pairs[p] += words[w]
-        fresh = (p for p, c in pairs.most_common() if c >= 2 and p not in banned and p[0] + p[1] not in vocab)
+        fresh = (p for p, c in pairs.most_common() if c >= 2 and p not in banned and same_kind(*p))
         best = next(fresh, None)
         if best is None:
             break
         merged = best[0] + best[1]
-        vocab[merged] = max(vocab.values()) + 1
+        if merged not in vocab:  # a merge may also rebuild an existing token by another route ('e'+'nd')
+            vocab[merged] = max(vocab.values()) + 1
         merges.append(list(best))
         added += 1
         for w, seq in seqs.items():  # apply the merge left to right, as BPE does
