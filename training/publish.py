@@ -70,9 +70,11 @@ def _stage_ends(files: list[Path]) -> list[int]:
 
 def publish(run_dir: str, name: str, command: str, n_items: int = 100, gen_length: int = 32, notes: str = "",
             earlier_runs: tuple[str, ...] = (), description: str | None = None, tasks: str = "tiny",
-            threshold: float | None = None) -> Path:
+            threshold: float | None = None, more_tasks: str | None = None, more_gen_length: int = 64) -> Path:
     """``tasks``: the card's held-out tasks (a ``tasks`` setting); ``threshold``: a second table
-    with the confidence-threshold sampler at that threshold beside the one-token baseline."""
+    with the confidence-threshold sampler at that threshold beside the one-token baseline;
+    ``more_tasks``: a further section on other tasks at ``more_gen_length`` (ParallelBench's format:
+    longer answers), the same samplers."""
     run = Path(run_dir)
     src = run / "final" if (run / "final" / "model").exists() else run / "checkpoint"
     dest = ASSETS / name
@@ -110,6 +112,25 @@ Confidence threshold {threshold:g} (`sampler=threshold sampler.threshold={thresh
 {markdown_table(fast)}
 """
         (dest / f"eval_threshold_{threshold:g}.json").write_text(json.dumps(fast, indent=1))
+    third = ""
+    if more_tasks:
+        window = dict(gen_length=more_gen_length, block_length=more_gen_length, cache=cache)
+        more = {"one token per forward": evaluate(model, LLaDASampler(), task_list(more_tasks), n_items, window,
+                                                  batch_size=50)}
+        if threshold is not None:
+            more[f"threshold {threshold:g}"] = evaluate(model, ThresholdSampler(threshold=threshold),
+                                                        task_list(more_tasks), n_items, window, batch_size=50)
+        (dest / "eval_more.json").write_text(json.dumps(more, indent=1))
+        third = f"""
+## {more_tasks}: first {n_items} test items of each task, gen {more_gen_length}
+
+`dllm eval model.name_or_path={name} tasks={more_tasks} decode.gen_length={more_gen_length} decode.block_length={more_gen_length}`
+(add `sampler=threshold sampler.threshold={threshold if threshold is not None else 0.9:g}` for the second table).
+""" + "".join(f"""
+{label}:
+
+{markdown_table(rows)}
+""" for label, rows in more.items())
     card = f"""# {name}
 
 {description or DEFAULT_DESCRIPTION.format(name=name)}
@@ -139,7 +160,7 @@ items of each task; `python -m dllm.training.publish` reproduces it
 (`dllm eval model.name_or_path={name} tasks={tasks} decode.gen_length={gen_length} decode.block_length={block} decode.cache={cache}` gives the same figures):
 
 {markdown_table(per_task)}
-{second}"""  # noqa: E501  (markdown table rows are one line each)
+{second}{third}"""  # noqa: E501  (markdown table rows are one line each)
     (dest / "README.md").write_text(card)
     (dest / "eval.json").write_text(json.dumps(per_task, indent=1))
     return dest
@@ -156,10 +177,12 @@ def main() -> None:
     ap.add_argument("--description", default=None, help="the card's opening paragraph (default: a from-scratch model)")
     ap.add_argument("--tasks", default="tiny", help="the held-out tasks of the card (a tasks setting)")
     ap.add_argument("--threshold", type=float, default=None, help="add a table with the threshold sampler")
+    ap.add_argument("--more-tasks", default=None, help="a further section on these tasks (e.g. parallelbench)")
+    ap.add_argument("--more-gen-length", type=int, default=64)
     args = ap.parse_args()
     print(publish(args.run_dir, args.name, args.command, args.n_items, notes=args.notes,
                   earlier_runs=tuple(args.earlier_runs), description=args.description, tasks=args.tasks,
-                  threshold=args.threshold))
+                  threshold=args.threshold, more_tasks=args.more_tasks, more_gen_length=args.more_gen_length))
 
 
 if __name__ == "__main__":
