@@ -63,7 +63,8 @@ def grow_tokenizer(model, alphabet: str, merges: int, rows):
         # answer), so a name reads the same in the prompt and in the answer.
         pairs = [(row.get("prompt", ""), row.get("response", "")) for row in rows]
         texts = sorted({t for p in pairs for t in p})  # a fixed order
-        writes = dict(zip(texts, (old.unk_token_id not in ids for ids in old(texts, add_special_tokens=False)["input_ids"])))
+        ids = old(texts, add_special_tokens=False)["input_ids"]
+        writes = dict(zip(texts, (old.unk_token_id not in i for i in ids)))
         keep = {t for p in pairs if all(writes[t] for t in p) for t in p}
         new = {t for p in pairs if not all(writes[t] for t in p) for t in p} - keep
         tokenizer, learned = learn_merges(tokenizer, sorted(new), sorted(keep), merges)

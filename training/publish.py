@@ -121,10 +121,12 @@ Confidence threshold {threshold:g} (`sampler=threshold sampler.threshold={thresh
             more[f"threshold {threshold:g}"] = evaluate(model, ThresholdSampler(threshold=threshold),
                                                         task_list(more_tasks), n_items, window, batch_size=50)
         (dest / "eval_more.json").write_text(json.dumps(more, indent=1))
+        cmd = (f"dllm eval model.name_or_path={name} tasks={more_tasks} decode.gen_length={more_gen_length} "
+               f"decode.block_length={more_gen_length}")
         third = f"""
 ## {more_tasks}: first {n_items} test items of each task, gen {more_gen_length}
 
-`dllm eval model.name_or_path={name} tasks={more_tasks} decode.gen_length={more_gen_length} decode.block_length={more_gen_length}`
+`{cmd}`
 (add `sampler=threshold sampler.threshold={threshold if threshold is not None else 0.9:g}` for the second table).
 """ + "".join(f"""
 {label}:

@@ -80,7 +80,8 @@ def split_lines(tokenizer):
 
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     spec = json.loads(backend.to_str())
-    rest = spec["pre_tokenizer"]["pretokenizers"] if spec["pre_tokenizer"]["type"] == "Sequence" else [spec["pre_tokenizer"]]
+    pre = spec["pre_tokenizer"]
+    rest = pre["pretokenizers"] if pre["type"] == "Sequence" else [pre]
     if rest and rest[0]["type"] == "Split":  # already split
         return tokenizer
     meta = [p for p in rest if p["type"] == "Metaspace"]
@@ -118,10 +119,11 @@ def same_kind(left: str, right: str) -> bool:
 def learn_merges(tokenizer, texts: Iterable[str], keep: Iterable[str], n: int):
     """``tokenizer`` (a BPE ``PreTrainedTokenizerFast``) with up to ``n`` merges learned from
     ``texts`` (BPE's rule: the most frequent adjacent pair of a pre-token's current tokens, again and
-    again), appended after its own (a merged string already in the vocabulary keeps its id). The texts of
-    ``keep`` tokenize exactly as before: a pair that
-    sits side by side in their tokenization is never merged (old merges all rank first, so a new
-    one only ever sees what the old ones leave), nor is a pair that joins a word to punctuation (:func:`same_kind`). -> (tokenizer, merges added)."""
+    again), appended after its own (a merged string already in the vocabulary keeps its id). The
+    texts of ``keep`` tokenize exactly as before: a pair that sits side by side in their
+    tokenization is never merged (old merges all rank first, so a new one only ever sees what the
+    old ones leave), nor is a pair that joins a word to punctuation (:func:`same_kind`).
+    -> (tokenizer, merges added)."""
     import json
     from collections import Counter
 
