@@ -47,7 +47,8 @@ def build_model(init: str | None, arch: dict | None, tokenizer_from: str | None,
 def grow_tokenizer(model, alphabet: str, merges: int, rows):
     """``model`` with a larger tokenizer (training/tokenizer.py): the characters of ``alphabet`` it
     lacks, then up to ``merges`` merges learned from the texts of ``rows`` that it could not write
-    before (a text it could write keeps its tokens: the model's own tasks read exactly as they did).
+    before (a row it could write whole keeps its tokens: the model's own tasks read exactly as they
+    did; a newline, where it could not write one, becomes a pre-token of its own).
     Each new token's embedding and output rows start as the mean of its characters' rows (a new
     character: the mean of all rows); existing rows and ids stay as they were."""
     from dllm.training.tokenizer import extend_alphabet, learn_merges, split_lines
@@ -87,7 +88,7 @@ def grow_tokenizer(model, alphabet: str, merges: int, rows):
         core.lm_head.weight = core.embed_tokens.weight
     core.embed_tokens.num_embeddings = core.lm_head.out_features = core.cfg.vocab_size = n
     model.tokenizer = tokenizer
-    print(f"tokenizer grown by {added} tokens ({alphabet} alphabet, {merges} merges at most): {n} tokens")
+    print(f"tokenizer grown by {n - n_old} tokens ({alphabet} alphabet, {merges} merges at most): {n} tokens")
     return model
 
 

@@ -82,15 +82,12 @@ def split_lines(tokenizer):
     spec = json.loads(backend.to_str())
     pre = spec["pre_tokenizer"]
     rest = pre["pretokenizers"] if pre["type"] == "Sequence" else [pre]
-    if rest and rest[0]["type"] == "Split":  # already split
+    kinds = [p["type"] for p in rest]
+    if "Metaspace" not in kinds or kinds[0] == "Split":  # not a Metaspace BPE, or already split
         return tokenizer
-    meta = [p for p in rest if p["type"] == "Metaspace"]
-    if not meta:
-        return tokenizer
-    others = [p for p in rest if p["type"] == "Digits"]
+    digits = [pre_tokenizers.Digits(individual_digits=True)] if "Digits" in kinds else []
     backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex("\n+"), "isolated"), pre_tokenizers.Metaspace(prepend_scheme="first")]
-        + [pre_tokenizers.Digits(individual_digits=True)] * len(others))
+        [pre_tokenizers.Split(Regex("\n+"), "isolated"), pre_tokenizers.Metaspace(prepend_scheme="first")] + digits)
     backend.decoder = decoders.Metaspace(prepend_scheme="first")
     return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, mask_token=MASK, pad_token=PAD,
                                    unk_token=UNK, clean_up_tokenization_spaces=False)
