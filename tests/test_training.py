@@ -261,6 +261,30 @@ def test_an_answer_longer_than_the_drawn_canvas_takes_the_next_listed_length():
         run("tasks:waiting_line/copy:4", "/tmp/never", answer_length=96, answer_lengths=[32, 64])
 
 
+def test_copy_strings_replace_a_fraction_of_each_batch_the_same_way_on_resume(tmp_path):
+    from dllm.training.mdlm_sft import MdlmSft, copy_string, gen_for
+
+    model = dllm.load("dllm-tiny")
+    recipe = MdlmSft(DATA, common.task_rows(DATA), None, None, None, 0, 32, [32], 128, 0, copy_strings=0.25)
+    recipe.setup(model)
+    tok = model.tokenizer
+    prompt, answer = copy_string(recipe.copy_prompt, recipe.copy_ids, recipe.eos, gen_for(5, 7, 0))
+    assert tok.decode(prompt[:len(recipe.copy_prompt)]).strip() == "copy:"
+    assert prompt[len(recipe.copy_prompt):] == answer[:-1] and answer[-1] == tok.eos_token_id
+    assert 4 <= len(answer) - 1 <= 24 and not set(answer[:-1]) & set(tok.all_special_ids)
+    assert copy_string(recipe.copy_prompt, recipe.copy_ids, recipe.eos, gen_for(5, 7, 0)) == (prompt, answer)
+    assert copy_string(recipe.copy_prompt, recipe.copy_ids, recipe.eos, gen_for(6, 7, 0)) != (prompt, answer)
+    # a step's loss is a function of the step: the same indices and noise give the same loss
+    idx = common.batch_indices(len(recipe.examples), 8, 3, seed=0)
+    a, _ = recipe.loss(model, idx, common.step_generator(0, 3), "cpu", 3)
+    b, _ = recipe.loss(model, idx, common.step_generator(0, 3), "cpu", 3)
+    assert torch.equal(a, b) and a > 0
+    recipe.copy_strings = 0.0  # the same step without copy strings is another batch
+    assert not torch.equal(recipe.loss(model, idx, common.step_generator(0, 3), "cpu", 3)[0], a)
+    with pytest.raises(DllmError, match="copy_strings must be a fraction of each batch"):
+        run(DATA, str(tmp_path / "x"), arch=ARCH, copy_strings=1.5)
+
+
 def test_resume_with_other_settings_is_refused_and_cadence_may_change(tmp_path):
     kw = dict(arch=ARCH, answer_length=32, train=dict(max_steps=2, batch_size=8, save_every=1, warmup_steps=1))
     out = tmp_path / "r"

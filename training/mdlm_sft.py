@@ -120,6 +120,20 @@ def canvas_length(n: int, drawn: int, lengths: list[int]) -> int:
     return drawn if n <= drawn else min(x for x in lengths if x >= n)
 
 
+def copy_string(prompt: list[int], ids: list[int], eos: int, gen: torch.Generator) -> tuple[list[int], list[int]]:
+    """A synthetic row: ``copy:`` and 4-24 random token ids -> the same ids. Copying strings of every
+    token teaches each id a copy map; tokens added to a trained model (a grown tokenizer) are
+    otherwise never copied (issue 17: the printable retrain learned the ParallelBench format, not its names)."""
+    n = int(torch.randint(4, 25, (1,), generator=gen))
+    s = [ids[int(j)] for j in torch.randint(len(ids), (n,), generator=gen)]
+    return prompt + s, s + [eos]
+
+
+def gen_for(index: int, step: int, seed: int) -> torch.Generator:
+    """The copy string that replaces example ``index`` at ``step``: a pure function of both (resumable)."""
+    return common.step_generator(seed + 2, step, int(index))
+
+
 @dataclass
 class MdlmSft:
     """The recipe :func:`fit` drives (training/fit.py's ``Recipe``: build, setup, loss)."""
@@ -136,6 +150,7 @@ class MdlmSft:
     seed: int
     alphabet: str = "data"
     merges: int = 0
+    copy_strings: float = 0.0
     name: ClassVar[str] = "mdlm_sft"
 
     @property
@@ -143,7 +158,7 @@ class MdlmSft:
         # recorded in every checkpoint; a resume with other values is refused (fit.check_same_run)
         return {"data": self.data, "init": self.init, "arch": self.arch, "answer_length": self.answer_length,
                 "answer_lengths": self.answer_lengths, "max_prompt_length": self.max_prompt_length,
-                "alphabet": self.alphabet, "merges": self.merges}
+                "alphabet": self.alphabet, "merges": self.merges, "copy_strings": self.copy_strings}
 
     def build(self):
         return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed,
@@ -155,6 +170,9 @@ class MdlmSft:
             print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
         tok = model.tokenizer
         self.eos, self.pad, self.mask_id = tok.eos_token_id, tok.pad_token_id or tok.eos_token_id, model.mask_token_id
+        special = set(tok.all_special_ids) | {self.mask_id}
+        self.copy_ids = [i for i in range(len(tok)) if i not in special]
+        self.copy_prompt = tok("copy:", add_special_tokens=False)["input_ids"]
         return len(self.examples)
 
     def loss(self, model, indices, gen, device, step):
@@ -164,8 +182,11 @@ class MdlmSft:
         # smallest listed length that holds it (short tasks keep their short canvases beside long answers).
         draw = torch.randint(len(self.answer_lengths), (1,), generator=common.step_generator(self.seed + 1, step))
         pad_to = self.answer_lengths[int(draw)]
-        batch = [(q, a + [self.eos] * (canvas_length(len(a), pad_to, self.answer_lengths) - len(a)))
-                 for q, a in (self.examples[i] for i in indices)]
+        n_copy = round(len(indices) * self.copy_strings)
+        pairs = [self.examples[i] for i in indices[n_copy:]]
+        pairs += [copy_string(self.copy_prompt, self.copy_ids, self.eos, gen_for(i, step, self.seed))
+                  for i in indices[:n_copy]]
+        batch = [(q, a + [self.eos] * (canvas_length(len(a), pad_to, self.answer_lengths) - len(a))) for q, a in pairs]
         return mdlm_loss(model, *common.collate(batch, self.pad, device), gen, self.mask_id), {}
 
 
@@ -176,7 +197,7 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
         tokenizer_from: str | None = None, vocab_size: int = 1024, answer_length: int = 32,
         answer_lengths: list | None = None,
         max_prompt_length: int = 128, train: TrainConfig | dict | None = None, alphabet: str = "data",
-        merges: int = 0):
+        merges: int = 0, copy_strings: float = 0.0):
     """Train; ``train`` holds the settings that differ from ``TRAIN``. Resumes from
     ``output_dir/checkpoint`` when it exists. Returns the output folder."""
     train = TRAIN.updated(train)
@@ -189,7 +210,9 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
     check(alphabet in ALPHABETS, f"alphabet must be one of {sorted(ALPHABETS)}, got {alphabet!r}")
     check(isinstance(merges, int) and merges >= 0 and (not merges or init),
           f"merges must be a non-negative integer, given with init (it grows init's tokenizer), got {merges!r}")
+    check(isinstance(copy_strings, (int, float)) and 0 <= copy_strings < 1,
+          f"copy_strings must be a fraction of each batch in [0, 1), got {copy_strings!r}")
     rows = list(common.load_records(data))
     recipe = MdlmSft(data, rows, init, arch, tokenizer_from, vocab_size, answer_length, lengths, max_prompt_length,
-                     train.seed, alphabet, merges)
+                     train.seed, alphabet, merges, float(copy_strings))
     return fit(recipe, train, output_dir)
