@@ -298,6 +298,11 @@ def test_resume_with_other_settings_is_refused_and_cadence_may_change(tmp_path):
     recorded = json.loads((out / "checkpoint" / "recipe.json").read_text())
     assert recorded["train"]["lr"] == 1e-3 and "save_every" not in recorded["train"]
     run(DATA, str(out), **{**kw, "train": {**kw["train"], "save_every": 5, "log_every": 3}})  # cadence only: resumes
+    # a checkpoint from before copy_strings was recorded ran without copy strings: adding them is another run
+    del recorded["copy_strings"]
+    (out / "checkpoint" / "recipe.json").write_text(json.dumps(recorded))
+    with pytest.raises(DllmError, match=r"copy_strings: 0\.0 there, 0\.5 here"):
+        run(DATA, str(out), **{**kw, "copy_strings": 0.5})
 
 
 # Started in a subprocess: SIGTERM once two loss rows are logged (the loop is running by then).

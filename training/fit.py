@@ -100,9 +100,11 @@ def run_settings(recipe: Recipe, train: TrainConfig) -> dict:
     return {"recipe": recipe.name, **recipe.meta, "train": knobs}
 
 
-def check_same_run(ckpt: Path, settings: dict) -> None:
+def check_same_run(ckpt: Path, settings: dict, defaults: dict | None = None) -> None:
     """Refuse to resume a checkpoint written with other settings (a mixed run is neither one). A
-    checkpoint from before a setting was recorded is compared on what it recorded."""
+    checkpoint from before a setting was recorded ran with that setting's ``defaults`` value (a
+    recipe's ``meta_defaults``: the value that changes nothing); a setting with no default there is
+    compared on what the checkpoint recorded."""
     def flat(d: dict) -> dict:  # train's knobs as "train.<knob>"; JSON values (a tuple reads as a list)
         d = json.loads(json.dumps(d))
         knobs = {f"train.{k}": v for k, v in d.pop("train", {}).items()}
@@ -110,6 +112,7 @@ def check_same_run(ckpt: Path, settings: dict) -> None:
 
     path = ckpt / "recipe.json"
     saved, here = flat(json.loads(path.read_text()) if path.exists() else {}), flat(settings)
+    saved = {**(defaults or {}), **saved}
     differ = [f"{k}: {json.dumps(saved[k])} there, {json.dumps(v)} here" for k, v in here.items()
               if k in saved and saved[k] != v]
     if differ:
@@ -172,7 +175,7 @@ def fit(recipe: Recipe, train: TrainConfig, output_dir: str) -> Path:
     resumed = (ckpt / "trainer_state.pt").exists()
     settings = run_settings(recipe, train)
     if resumed:
-        check_same_run(ckpt, settings)
+        check_same_run(ckpt, settings, getattr(recipe, "meta_defaults", None))
     lora = bool(train.lora_r)
     model = load(ckpt / "model") if resumed and not lora else recipe.build()
     n_examples = recipe.setup(model)

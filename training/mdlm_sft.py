@@ -152,6 +152,7 @@ class MdlmSft:
     merges: int = 0
     copy_strings: float = 0.0
     name: ClassVar[str] = "mdlm_sft"
+    meta_defaults: ClassVar[dict] = {"copy_strings": 0.0}  # what a checkpoint from before the setting ran with
 
     @property
     def meta(self) -> dict:
