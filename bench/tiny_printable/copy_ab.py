@@ -3,6 +3,8 @@
     python bench/tiny_printable/copy_ab.py <grown model> --start run|mean|random --data pb|short|random
         [--steps 600] [--lr 3e-4] [--batch 32] [--threads 2] [--out bench/tiny_printable/copy_ab.md]
 
+``--steps 0`` only measures the model (a probe of a run's checkpoint).
+
 The printable retrain (recipe tiny_printable) learned the ParallelBench format but not its names: at
 a name's position it spreads ~1/32 over all first (or last) names even with every other token shown.
 This trains one arm for ``--steps`` steps on the 2-core CPU and reports, every 100 steps, the cloze
@@ -133,7 +135,8 @@ def main() -> None:
     rows = []
 
     def report(step: int, seconds: float) -> None:  # the table so far, rewritten whole (atomic) at each report
-        row = (f"| {args.start} | {args.data} | {args.lr:g} | {step} | {cloze(lambda s: s):.2f} | "
+        arm = f"{args.start} | {args.data} | {args.lr:g}" if args.steps else "probe | - | -"  # --steps 0: measure only
+        row = (f"| {arm} | {step} | {cloze(lambda s: s):.2f} | "
                f"{cloze(short_format):.2f} | {random_copy():.2f} | {seconds:.2f} |")
         print(row, flush=True)
         rows.append(row)
