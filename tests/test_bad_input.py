@@ -93,6 +93,7 @@ CLI_CASES = [  # (args, words the one line must hold)
     (["bench_serve", "requests=abc"], ["requests", "integer"]),
     (["serve", "port=abc"], ["port", "integer"]),
     (["serve", "max_batch=1.5"], ["max_batch", "integer"]),
+    (["serve", "keep_alive_s=0"], ["keep_alive_s", "positive"]),
     (["train", "recipe.train.max_steps=abc"], ["recipe.train.max_steps", "integer"]),
     (["train", "recipe.train.lr=fast"], ["recipe.train.lr", "number"]),
     (["train", "recipe.train.save_every=0"], ["save_every"]),

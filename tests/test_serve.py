@@ -1,6 +1,7 @@
 """`dllm serve` started for real (uvicorn on a free port, in a subprocess) and called with the
 official `openai` client: completions, chat, streaming, concurrency ≡ alone, errors, metrics."""
 
+import http.client
 import subprocess
 import sys
 import time
@@ -109,6 +110,20 @@ def test_cancelled_stream_frees_its_row(server, client):
     health = httpx.get(server + "/health").json()
     assert health["queue"] == 0
     assert complete(client, PROMPTS[0]).choices[0].text  # the server goes on
+
+
+def test_idle_connection_outlives_the_clients_expiry(server):
+    """httpx (so openai) drops an idle pooled connection after 5 s; a server that dropped it at the same moment
+    would race it and answer a request sent on it with nothing (uvicorn's default is 5 s too)."""
+    conn = http.client.HTTPConnection(server.removeprefix("http://"), timeout=10)
+    for _ in range(2):
+        conn.request("GET", "/health")  # the second on the same socket: http.client never reconnects silently
+        r = conn.getresponse()
+        assert r.status == 200 and r.read()
+        sock = conn.sock
+        time.sleep(6)
+    assert conn.sock is sock
+    conn.close()
 
 
 @pytest.mark.parametrize("body,status,param", [

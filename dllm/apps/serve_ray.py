@@ -29,12 +29,13 @@ def run(cfg: DictConfig) -> None:
           f"replicas must be a positive integer, got {cfg.replicas}")
     check(cfg.replica_cpus > 0, f"replica_cpus must be > 0, got {cfg.replica_cpus}")
     check(0 < cfg.port < 65536, f"port must be in [1, 65535], got {cfg.port}")
+    check(cfg.keep_alive_s > 0, f"keep_alive_s must be a positive number of seconds, got {cfg.keep_alive_s}")
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        serve.start(http_options={"host": cfg.host, "port": cfg.port})
+        serve.start(http_options={"host": cfg.host, "port": cfg.port, "keep_alive_timeout_s": cfg.keep_alive_s})
         serve.run(build_deployment(cfg), name="dllm", route_prefix="/", blocking=False)
         print(f"dllm serve_ray: {cfg.replicas} replicas on http://{cfg.host}:{cfg.port}", flush=True)
         stop.wait()
