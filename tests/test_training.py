@@ -285,6 +285,23 @@ def test_copy_strings_replace_a_fraction_of_each_batch_the_same_way_on_resume(tm
         run(DATA, str(tmp_path / "x"), arch=ARCH, copy_strings=1.5)
 
 
+def test_copy_strings_take_the_shortest_canvas_whatever_the_step_drew(monkeypatch):
+    from dllm.training import mdlm_sft
+
+    model = dllm.load("dllm-tiny")
+    recipe = mdlm_sft.MdlmSft(DATA, common.task_rows(DATA), None, None, None, 0, 32, [32, 512], 128, 0,
+                              copy_strings=0.5)
+    recipe.setup(model)
+    seen = []
+    monkeypatch.setattr(mdlm_sft.common, "collate", lambda batch, *a, **k: seen.append(batch) or collate(batch, *a))
+    for step in range(8):  # both lengths get drawn
+        recipe.loss(model, common.batch_indices(len(recipe.examples), 4, step, seed=0), common.step_generator(0, step),
+                    "cpu", step)
+    copies = [len(a) for b in seen for q, a in b if q[:len(recipe.copy_prompt)] == recipe.copy_prompt]
+    others = [len(a) for b in seen for q, a in b if q[:len(recipe.copy_prompt)] != recipe.copy_prompt]
+    assert len(copies) == len(others) == 16 and set(copies) == {32} and set(others) == {32, 512}
+
+
 def test_resume_with_other_settings_is_refused_and_cadence_may_change(tmp_path):
     kw = dict(arch=ARCH, answer_length=32, train=dict(max_steps=2, batch_size=8, save_every=1, warmup_steps=1))
     out = tmp_path / "r"
@@ -302,6 +319,10 @@ def test_resume_with_other_settings_is_refused_and_cadence_may_change(tmp_path):
     del recorded["copy_strings"]
     (out / "checkpoint" / "recipe.json").write_text(json.dumps(recorded))
     with pytest.raises(DllmError, match=r"copy_strings: 0\.0 there, 0\.5 here"):
+        run(DATA, str(out), **{**kw, "copy_strings": 0.5})
+    # a copy run from before copies took the shortest canvas padded them as the others: refused as well
+    (out / "checkpoint" / "recipe.json").write_text(json.dumps({**recorded, "copy_strings": 0.5}))
+    with pytest.raises(DllmError, match=r'copy_canvas: "drawn" there, "shortest" here'):
         run(DATA, str(out), **{**kw, "copy_strings": 0.5})
 
 
