@@ -23,18 +23,20 @@ def server():
     proc = subprocess.Popen([sys.executable, "-m", "dllm.cli", "serve", f"port={port}", "max_batch=8", "max_queue=64",
                              "sampler=llada", "max_tokens_limit=64"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/health").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, proc.stdout.read().decode()
-        time.sleep(0.3)
-    yield url
-    proc.terminate()
-    proc.wait(10)
+    try:  # the server goes even when it never answered
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(url + "/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -22,22 +22,24 @@ def ray_server():
     proc = subprocess.Popen([sys.executable, "-m", "dllm.cli", "serve_ray", "replicas=2", f"port={port}",
                              "sampler=llada", "max_tokens_limit=64"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline, healthy = time.time() + 240, 0
-    while time.time() < deadline and healthy < 6:  # both replicas loaded: several 200s in a row
+    try:  # the server and its Ray processes go even when they never became healthy
+        deadline, healthy = time.time() + 240, 0
+        while time.time() < deadline and healthy < 6:  # both replicas loaded: several 200s in a row
+            try:
+                healthy = healthy + 1 if httpx.get(url + "/health", timeout=5).status_code == 200 else 0
+            except httpx.HTTPError:
+                healthy = 0
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            time.sleep(0.5)
+        assert healthy >= 6, "the Ray Serve replicas did not become healthy in 240 s"
+        yield url
+    finally:
+        proc.terminate()
         try:
-            healthy = healthy + 1 if httpx.get(url + "/health", timeout=5).status_code == 200 else 0
-        except httpx.HTTPError:
-            healthy = 0
-        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-        time.sleep(0.5)
-    assert healthy >= 6, "the Ray Serve replicas did not become healthy in 240 s"
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(90)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
 
 
 def test_two_replicas_answer_as_the_python_api(ray_server):
