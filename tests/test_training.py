@@ -355,3 +355,53 @@ def test_sigterm_finishes_the_step_and_writes_a_checkpoint(tmp_path):
     assert torch.load(out / "checkpoint" / "trainer_state.pt", weights_only=True)["step"] == step
     assert not (out / "final").exists()
     dllm.load(out / "checkpoint" / "model")
+
+
+def test_block_expansion_starts_as_the_old_model_and_trains_only_what_is_new(tmp_path):
+    """expand_layers (training/expand.py, LLaMA Pro): new zero-output blocks leave the logits exactly as
+    they were; a run then changes only the new blocks and the new tokens' rows (AdamW's weight decay
+    included), on a fresh start and on a resume alike, and saves a plain LLaDA-format model."""
+    from dllm.training.expand import expand, new_layer_positions
+    from dllm.training.mdlm_sft import grow_tokenizer, run
+
+    assert new_layer_positions(6, 3) == [2, 5, 8] and new_layer_positions(6, 2) == [3, 7]
+    base = dllm.load("dllm-tiny")
+    n = len(base.tokenizer)
+    rows = list(common.load_records("tasks:waiting_line/sort:8"))
+    grown = expand(grow_tokenizer(dllm.load("dllm-tiny"), "printable", 0, rows, "random", seed=0), 3, seed=0)
+    assert grown.core.cfg.num_layers == 9 and [b.self_attn.layer for b in grown.core.layers] == list(range(9))
+    ids = base.tokenizer(rows[0]["prompt"])["input_ids"]
+    x = torch.tensor([ids + [base.mask_token_id] * 16])
+    pos, valid = torch.arange(x.shape[1])[None], torch.ones_like(x, dtype=torch.bool)
+    with torch.no_grad():
+        old, new = base(x, pos, valid), grown(x, pos, valid)
+    assert torch.equal(new[..., :n], old)
+    assert torch.equal(new.argmax(-1), old.argmax(-1))  # new tokens' logits start near zero: greedy text unchanged
+
+    data, out = "tasks:waiting_line/sort:8", tmp_path / "x"
+    kw = dict(init="dllm-tiny", alphabet="printable", new_rows="random", expand_layers=3,
+              train=dict(max_steps=4, batch_size=4, save_every=1, log_every=1, warmup_steps=1, lr=1e-2,
+                         weight_decay=0.5))
+    code = KILL_AFTER_CHECKPOINT_3 + f"run({data!r}, {str(out)!r}, **{kw!r})"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr[-500:]  # killed right after the step-3 checkpoint
+    run(data, str(out), **kw)  # the resume freezes the same parameters again
+    straight = run(data, str(tmp_path / "s"), **kw)
+    assert losses(out) == pytest.approx(losses(straight), rel=1e-5, abs=1e-6)
+    trained = dllm.load(str(out / "final" / "model"))
+    t, b = trained.core, base.core
+    assert t.cfg.num_layers == 9
+    for i, old_i in zip((0, 1, 3, 4, 6, 7), range(6)):  # old blocks: bit for bit
+        for (k, p), q in zip(t.layers[i].state_dict().items(), b.layers[old_i].state_dict().values()):
+            assert torch.equal(p, q), (i, k)
+    assert torch.equal(t.norm.weight, b.norm.weight)
+    for name in ("embed_tokens", "lm_head"):
+        assert torch.equal(getattr(t, name).weight[:n], getattr(b, name).weight)
+        assert not torch.equal(getattr(t, name).weight[n:], getattr(grown.core, name).weight[n:])
+    assert t.layers[2].self_attn.o_proj.weight.abs().sum() > 0  # the new blocks learned
+    with pytest.raises(DllmError, match="expand_layers must be a non-negative integer, given with init"):
+        run("tasks:waiting_line/sort:8", str(tmp_path / "y"), arch=ARCH, expand_layers=2)
+    with pytest.raises(DllmError, match=r"expand_layers must be an integer in \[0, 6\]"):
+        run("tasks:waiting_line/sort:8", str(tmp_path / "z"), init="dllm-tiny", expand_layers=7)
+    with pytest.raises(DllmError, match="new_rows must be 'pieces' or 'random'"):
+        run("tasks:waiting_line/sort:8", str(tmp_path / "w"), init="dllm-tiny", new_rows="zeros")

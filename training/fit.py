@@ -237,6 +237,8 @@ def fit(recipe: Recipe, train: TrainConfig, output_dir: str) -> Path:
             if train.grad_clip:
                 acc.clip_grad_norm_(model.parameters(), train.grad_clip)
             opt.step()
+            if hasattr(recipe, "after_step"):  # e.g. put frozen rows back (training/expand.py)
+                recipe.after_step(base)
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1

@@ -1,0 +1,102 @@
+"""Block expansion: give a trained model new capacity without touching what it can already do
+(LLaMA Pro, Wu et al. 2024, arXiv 2401.02415).
+
+``expand_layers=k`` inserts k new transformer blocks among the model's L blocks, each one after
+every ~L/k old blocks. A new block's two output projections (attention ``o_proj``, MLP
+``down_proj``) start at zero, so it adds nothing to the residual stream: the expanded model's
+logits equal the old model's exactly at step 0. Training then updates only what is new:
+
+- the new blocks;
+- the rows of tokens the tokenizer gained (``grow_tokenizer``), in the embedding and the output head.
+
+Every old block, the final norm and every old token's rows stay frozen (their gradients are zeroed
+and, because AdamW's decoupled weight decay moves a parameter even with a zero gradient, the old rows
+are put back after each optimiser step). The old model's tasks are kept by construction; the new
+blocks learn the new data. Used by ``recipe=tiny_printable_expand`` (issue 17): every full fine-tune
+of dllm-tiny that learned ParallelBench's format lost its own tasks (own-task accuracy 93 % -> 73 %
+at lr 3e-4, -> 19 % at lr 1e-3 with copy strings), a 2.6 M-parameter model having no room for both.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from dllm.errors import check
+
+
+def new_layer_positions(n_old: int, k: int) -> list[int]:
+    """Indices, in the expanded stack of n_old + k blocks, of the k new ones: new block j follows old
+    block round((j + 1) * n_old / k) - 1 (k = 3 of 6: after old blocks 1, 3 and 5)."""
+    check(isinstance(k, int) and 0 <= k <= n_old, f"expand_layers must be an integer in [0, {n_old}], got {k!r}")
+    after = [round((j + 1) * n_old / k) - 1 for j in range(k)]
+    order, pos = [], []
+    for i in range(n_old):
+        order.append(i)
+        for _ in range(after.count(i)):
+            pos.append(len(order))
+            order.append(None)
+    return pos
+
+
+def expand(model, k: int, seed: int):
+    """``model`` with k zero-output blocks inserted at :func:`new_layer_positions` (in place; returns it).
+    A new block is a copy of the old block before it (its norms and input projections then read the
+    residual stream at a scale that block was trained for), with ``o_proj`` and ``down_proj`` zeroed."""
+    if not k:
+        return model
+    core = model.core
+    old = list(core.layers)
+    positions = new_layer_positions(len(old), k)
+    gen = torch.Generator().manual_seed(seed)
+    layers, it = [], iter(old)
+    for i in range(len(old) + k):
+        if i in positions:
+            block = copy.deepcopy(layers[-1])
+            with torch.no_grad():
+                for lin in (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj,
+                            block.mlp.gate_proj, block.mlp.up_proj):
+                    # a fresh draw at the copied weights' scale: a copy would start as its twin, a symmetry
+                    # gradient descent keeps (both read the same inputs and get the same gradients)
+                    lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * lin.weight.std())
+                block.self_attn.o_proj.weight.zero_()
+                block.mlp.down_proj.weight.zero_()
+        else:
+            block = next(it)
+        block.self_attn.layer = i  # the KV caches index layers by position
+        layers.append(block)
+    core.layers = torch.nn.ModuleList(layers)
+    core.cfg.num_layers = len(layers)
+    print(f"expanded {len(old)} -> {len(layers)} blocks (new at {positions}, zero output: logits unchanged)")
+    return model
+
+
+class FreezeOld:
+    """Train only the new blocks and the new tokens' rows of an expanded model. ``n_old_layers`` and
+    ``n_old_vocab`` are the pre-expansion model's (read again from ``init`` on a resume)."""
+
+    def __init__(self, model, n_old_layers: int, k: int, n_old_vocab: int):
+        core = model.core
+        check(core.cfg.num_layers == n_old_layers + k,
+              f"the model has {core.cfg.num_layers} blocks, expected {n_old_layers} + expand_layers {k}")
+        new = set(new_layer_positions(n_old_layers, k))
+        for i, block in enumerate(core.layers):
+            block.requires_grad_(i in new)
+        core.norm.requires_grad_(False)
+        self.rows = []  # (parameter, its frozen first n_old_vocab rows)
+        for name in ("embed_tokens",) if core.cfg.tie_embeddings else ("embed_tokens", "lm_head"):
+            weight = getattr(core, name).weight
+            weight.requires_grad_(weight.shape[0] > n_old_vocab)  # no new token: nothing of it to train
+            if weight.requires_grad:
+                weight.register_hook(lambda g, n=n_old_vocab: torch.cat([torch.zeros_like(g[:n]), g[n:]]))
+                self.rows.append((weight, weight.detach()[:n_old_vocab].clone()))
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"training {trainable:,} of {sum(p.numel() for p in model.parameters()):,} parameters "
+              f"(new blocks {sorted(new)}, new token rows {n_old_vocab}..)")
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put the old rows back (AdamW's weight decay moved them); call after each optimiser step."""
+        for weight, rows in self.rows:
+            weight[: rows.shape[0]].copy_(rows)
