@@ -11,8 +11,10 @@ logits equal the old model's exactly at step 0. Training then updates only what 
 
 Every old block, the final norm and every old token's rows stay frozen (their gradients are zeroed
 and, because AdamW's decoupled weight decay moves a parameter even with a zero gradient, the old rows
-are put back after each optimiser step). The old model's tasks are kept by construction; the new
-blocks learn the new data. Used by ``recipe=tiny_printable_expand`` (issue 17): every full fine-tune
+are put back after each optimiser step). The old weights are kept exactly; the old behaviour is not
+guaranteed, since the new blocks write into the residual stream the frozen ones read (measured in
+bench/tiny_printable/expand.md: dllm-tiny's own tasks still fell).
+Used by ``recipe=tiny_printable_expand`` (issue 17): every full fine-tune
 of dllm-tiny that learned ParallelBench's format lost its own tasks (own-task accuracy 93 % -> 73 %
 at lr 3e-4, -> 19 % at lr 1e-3 with copy strings), a 2.6 M-parameter model having no room for both.
 """
@@ -30,20 +32,15 @@ def new_layer_positions(n_old: int, k: int) -> list[int]:
     """Indices, in the expanded stack of n_old + k blocks, of the k new ones: new block j follows old
     block round((j + 1) * n_old / k) - 1 (k = 3 of 6: after old blocks 1, 3 and 5)."""
     check(isinstance(k, int) and 0 <= k <= n_old, f"expand_layers must be an integer in [0, {n_old}], got {k!r}")
-    after = [round((j + 1) * n_old / k) - 1 for j in range(k)]
-    order, pos = [], []
-    for i in range(n_old):
-        order.append(i)
-        for _ in range(after.count(i)):
-            pos.append(len(order))
-            order.append(None)
-    return pos
+    # new block j follows old block a_j, so a_j + 1 old blocks and j new ones stand before it
+    return [round((j + 1) * n_old / k) + j for j in range(k)]
 
 
 def expand(model, k: int, seed: int):
     """``model`` with k zero-output blocks inserted at :func:`new_layer_positions` (in place; returns it).
-    A new block is a copy of the old block before it (its norms and input projections then read the
-    residual stream at a scale that block was trained for), with ``o_proj`` and ``down_proj`` zeroed."""
+    A new block takes the norms of the old block before it (they read the residual stream at the scale
+    that block was trained for), input projections drawn afresh at that block's scale (distinct from
+    it), and zeroed ``o_proj`` and ``down_proj``."""
     if not k:
         return model
     core = model.core
@@ -57,8 +54,6 @@ def expand(model, k: int, seed: int):
             with torch.no_grad():
                 for lin in (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj,
                             block.mlp.gate_proj, block.mlp.up_proj):
-                    # a fresh draw at the copied weights' scale: a copy would start as its twin, a symmetry
-                    # gradient descent keeps (both read the same inputs and get the same gradients)
                     lin.weight.copy_(torch.randn(lin.weight.shape, generator=gen) * lin.weight.std())
                 block.self_attn.o_proj.weight.zero_()
                 block.mlp.down_proj.weight.zero_()
