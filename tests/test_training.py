@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import dllm
 from dllm.errors import DllmError
@@ -405,3 +406,39 @@ def test_block_expansion_starts_as_the_old_model_and_trains_only_what_is_new(tmp
         run("tasks:waiting_line/sort:8", str(tmp_path / "z"), init="dllm-tiny", expand_layers=7)
     with pytest.raises(DllmError, match="new_rows must be 'pieces' or 'random'"):
         run("tasks:waiting_line/sort:8", str(tmp_path / "w"), init="dllm-tiny", new_rows="zeros")
+
+
+def test_distillation_holds_the_model_to_its_init_on_the_rows_init_can_read(tmp_path):
+    """distill (training/mdlm_sft.py distill_kl): KL(teacher || model) over the chosen positions, the
+    teacher's vocabulary being the model's first ids (gained ids have teacher probability 0); zero for
+    the teacher itself; a run logs it and refuses a resume with another weight."""
+    from dllm.training.mdlm_sft import distill_kl, grow_tokenizer, run
+
+    base = dllm.load("dllm-tiny")
+    rows = list(common.load_records("tasks:waiting_line/sort:8"))
+    grown = grow_tokenizer(dllm.load("dllm-tiny"), "printable", 0, rows, "random", seed=0)
+    ids = [base.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"][:6] + [base.mask_token_id] * 8 for r in rows[:3]]
+    x = torch.tensor(ids)
+    pos, valid = torch.arange(x.shape[1]).expand_as(x), torch.ones_like(x, dtype=torch.bool)
+    where = x == base.mask_token_id
+    where[1] = False  # a row not taught: left out
+    with torch.no_grad():
+        assert distill_kl(base, base(x, pos, valid), x, pos, valid, where) == pytest.approx(0.0, abs=1e-6)
+        logits = grown(x, pos, valid) + torch.randn(3, x.shape[1], len(grown.tokenizer)) * 0.5
+        kl = distill_kl(base, logits, x, pos, valid, where)
+        target = torch.zeros_like(logits)
+        target[..., : len(base.tokenizer)] = torch.softmax(base(x, pos, valid), -1)
+        ref = F.kl_div(torch.log_softmax(logits, -1), target, reduction="none").sum(-1)  # [B, L]
+    assert kl == pytest.approx(float(ref[where].mean()), rel=1e-5)
+    assert kl > 0
+
+    data, out = "tasks:waiting_line/sort:8", tmp_path / "d"
+    kw = dict(init="dllm-tiny", alphabet="printable", new_rows="random", expand_layers=2, distill=1.0,
+              train=dict(max_steps=2, batch_size=4, save_every=1, log_every=1, warmup_steps=1))
+    run(data, str(out), **{**kw, "train": {**kw["train"], "max_steps": 1}})
+    logged = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+    assert logged and all(row["kl"] >= 0 for row in logged)
+    with pytest.raises(DllmError, match="distill"):  # a resume with another weight is refused
+        run(data, str(out), **{**kw, "distill": 2.0})
+    with pytest.raises(DllmError, match="distill must be a non-negative weight, given with init"):
+        run(data, str(tmp_path / "e"), arch=ARCH, distill=1.0)

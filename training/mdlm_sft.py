@@ -112,8 +112,12 @@ def encode_dataset(rows, tokenizer, answer_length: int, max_prompt_length: int):
                                   lambda prompt, answer: answer + [eos] * (answer_length - len(answer)))
 
 
-def mdlm_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id: int, eps: float = 1e-3):
-    """LLaDA SFT loss for one batch (see the module docstring). Returns a scalar."""
+def mdlm_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id: int, eps: float = 1e-3,
+              teacher=None, taught=None):
+    """LLaDA SFT loss for one batch (see the module docstring). Returns a scalar, or with ``teacher``
+    (a frozen model of the same shape whose vocabulary is the first V_t ids) ``(loss, kl)``: kl is the
+    mean over the ``taught`` rows' masked positions of KL(teacher || model) on the same noisy canvas
+    (:func:`distill_kl`)."""
     b = ids.shape[0]
     t = torch.rand(b, generator=gen)
     p = ((1 - eps) * t + eps).to(ids.device)[:, None]  # [B, 1]
@@ -123,7 +127,25 @@ def mdlm_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_i
     logits = model(noisy, positions, valid)  # [B, L, V]
     ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")  # [B, L]
     per_example = (ce * masked / p).sum(-1) / answer.sum(-1)
-    return per_example.mean()
+    if teacher is None:
+        return per_example.mean()
+    return per_example.mean(), distill_kl(teacher, logits, noisy, positions, valid, masked & taught[:, None])
+
+
+def distill_kl(teacher, logits, noisy, positions, valid, where):
+    """Mean KL(teacher || model) over the positions ``where`` [B, L] (learning without forgetting, Li &
+    Hoiem 2016): the model is held to the teacher's whole distribution, not one sampled label, on the
+    canvases the teacher can read. The teacher's vocabulary is the model's first V_t ids; the ids the
+    model gained have teacher probability 0, so their mass counts fully against the model."""
+    rows = where.any(-1)
+    if not rows.any():
+        return logits.sum() * 0.0
+    with torch.no_grad():
+        t_logp = F.log_softmax(teacher(noisy[rows], positions[rows], valid[rows]).float(), -1)  # [b, L, V_t]
+    s_logp = F.log_softmax(logits[rows].float(), -1)[..., : t_logp.shape[-1]]  # [b, L, V_t]
+    kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # [b, L]
+    w = where[rows]
+    return (kl * w).sum() / w.sum()
 
 
 def canvas_length(n: int, drawn: int, lengths: list[int]) -> int:
@@ -165,10 +187,11 @@ class MdlmSft:
     copy_strings: float = 0.0
     new_rows: str = "pieces"
     expand_layers: int = 0
+    distill: float = 0.0
     name: ClassVar[str] = "mdlm_sft"
     # what a checkpoint from before a setting ran with (copy strings were once padded to the drawn canvas)
     meta_defaults: ClassVar[dict] = {"copy_strings": 0.0, "copy_canvas": "drawn", "new_rows": "pieces",
-                                     "expand_layers": 0}
+                                     "expand_layers": 0, "distill": 0.0}
 
     @property
     def meta(self) -> dict:
@@ -178,7 +201,8 @@ class MdlmSft:
                 "alphabet": self.alphabet, "merges": self.merges, "copy_strings": self.copy_strings,
                 **({"copy_canvas": "shortest"} if self.copy_strings else {}),  # only a run with copies has one
                 **({"new_rows": self.new_rows} if self.new_rows != "pieces" else {}),
-                **({"expand_layers": self.expand_layers} if self.expand_layers else {})}
+                **({"expand_layers": self.expand_layers} if self.expand_layers else {}),
+                **({"distill": self.distill} if self.distill else {})}
 
     def build(self):
         return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed,
@@ -191,6 +215,10 @@ class MdlmSft:
 
             old = load(self.init).core  # what is old: its blocks and its vocabulary's rows
             self.frozen = FreezeOld(model, old.cfg.num_layers, self.expand_layers, old.embed_tokens.weight.shape[0])
+        self.teacher = None
+        if self.distill:  # init, frozen: the model is held to it on the rows it can read (distill_kl)
+            self.teacher = load(self.init).eval().requires_grad_(False)
+            self.n_teacher = self.teacher.core.embed_tokens.weight.shape[0]
         self.examples, dropped = encode_dataset(self.rows, model.tokenizer, self.answer_length, self.max_prompt_length)
         if dropped:
             print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
@@ -216,7 +244,15 @@ class MdlmSft:
         pairs += [(*copy_string(self.copy_prompt, self.copy_ids, self.eos, gen_for(i, step, self.seed)),
                    min(self.answer_lengths)) for i in indices[:n_copy]]
         batch = [(q, a + [self.eos] * (canvas_length(len(a), n, self.answer_lengths) - len(a))) for q, a, n in pairs]
-        return mdlm_loss(model, *common.collate(batch, self.pad, device), gen, self.mask_id), {}
+        inputs = common.collate(batch, self.pad, device)
+        if self.teacher is None:
+            return mdlm_loss(model, *inputs, gen, self.mask_id), {}
+        # the teacher reads the rows written in its own vocabulary (init's own tasks; not copy strings)
+        taught = torch.tensor([i >= n_copy and max(q + a) < self.n_teacher for i, (q, a, _) in enumerate(pairs)],
+                              device=device)
+        self.teacher.to(device)
+        ce, kl = mdlm_loss(model, *inputs, gen, self.mask_id, teacher=self.teacher, taught=taught)
+        return ce + self.distill * kl, {"kl": round(float(kl.detach()), 5)}
 
     def after_step(self, model) -> None:
         if self.frozen is not None:
@@ -230,7 +266,8 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
         tokenizer_from: str | None = None, vocab_size: int = 1024, answer_length: int = 32,
         answer_lengths: list | None = None,
         max_prompt_length: int = 128, train: TrainConfig | dict | None = None, alphabet: str = "data",
-        merges: int = 0, copy_strings: float = 0.0, new_rows: str = "pieces", expand_layers: int = 0):
+        merges: int = 0, copy_strings: float = 0.0, new_rows: str = "pieces", expand_layers: int = 0,
+        distill: float = 0.0):
     """Train; ``train`` holds the settings that differ from ``TRAIN``. Resumes from
     ``output_dir/checkpoint`` when it exists. Returns the output folder."""
     train = TRAIN.updated(train)
@@ -248,7 +285,9 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
     check(new_rows in ("pieces", "random"), f"new_rows must be 'pieces' or 'random', got {new_rows!r}")
     check(isinstance(expand_layers, int) and expand_layers >= 0 and (not expand_layers or init),
           f"expand_layers must be a non-negative integer, given with init (it grows init), got {expand_layers!r}")
+    check(isinstance(distill, (int, float)) and distill >= 0 and (not distill or init),
+          f"distill must be a non-negative weight, given with init (the teacher), got {distill!r}")
     rows = list(common.load_records(data))
     recipe = MdlmSft(data, rows, init, arch, tokenizer_from, vocab_size, answer_length, lengths, max_prompt_length,
-                     train.seed, alphabet, merges, float(copy_strings), new_rows, expand_layers)
+                     train.seed, alphabet, merges, float(copy_strings), new_rows, expand_layers, float(distill))
     return fit(recipe, train, output_dir)
