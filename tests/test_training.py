@@ -417,7 +417,8 @@ def test_distillation_holds_the_model_to_its_init_on_the_rows_init_can_read(tmp_
     base = dllm.load("dllm-tiny")
     rows = list(common.load_records("tasks:waiting_line/sort:8"))
     grown = grow_tokenizer(dllm.load("dllm-tiny"), "printable", 0, rows, "random", seed=0)
-    ids = [base.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"][:6] + [base.mask_token_id] * 8 for r in rows[:3]]
+    mask = [base.mask_token_id] * 8
+    ids = [base.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"][:6] + mask for r in rows[:3]]
     x = torch.tensor(ids)
     pos, valid = torch.arange(x.shape[1]).expand_as(x), torch.ones_like(x, dtype=torch.bool)
     where = x == base.mask_token_id
