@@ -209,16 +209,17 @@ class MdlmSft:
                            self.alphabet, self.merges, self.new_rows, self.expand_layers)
 
     def setup(self, model) -> int:
-        self.frozen = None
+        self.frozen = self.teacher = None
+        old = load(self.init) if self.expand_layers or self.distill else None  # init as it was, loaded once
         if self.expand_layers:  # fresh or resumed: train the new blocks and rows only (training/expand.py)
             from dllm.training.expand import FreezeOld
 
-            old = load(self.init).core  # what is old: its blocks and its vocabulary's rows
-            self.frozen = FreezeOld(model, old.cfg.num_layers, self.expand_layers, old.embed_tokens.weight.shape[0])
-        self.teacher = None
+            # what is old: its blocks and its vocabulary's rows
+            self.frozen = FreezeOld(model, old.core.cfg.num_layers, self.expand_layers,
+                                    old.core.embed_tokens.weight.shape[0])
         if self.distill:  # init, frozen: the model is held to it on the rows it can read (distill_kl)
-            self.teacher = load(self.init).eval().requires_grad_(False)
-            self.n_teacher = self.teacher.core.embed_tokens.weight.shape[0]
+            self.teacher = old.eval().requires_grad_(False)
+            self.n_teacher = old.core.embed_tokens.weight.shape[0]
         self.examples, dropped = encode_dataset(self.rows, model.tokenizer, self.answer_length, self.max_prompt_length)
         if dropped:
             print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
@@ -247,8 +248,10 @@ class MdlmSft:
         inputs = common.collate(batch, self.pad, device)
         if self.teacher is None:
             return mdlm_loss(model, *inputs, gen, self.mask_id), {}
-        # the teacher reads the rows written in its own vocabulary (init's own tasks; not copy strings)
-        taught = torch.tensor([i >= n_copy and max(q + a) < self.n_teacher for i, (q, a, _) in enumerate(pairs)],
+        # the teacher reads the rows written in its own vocabulary (init's own tasks); the copy strings,
+        # the last n_copy rows, are not its task
+        n_data = len(pairs) - n_copy
+        taught = torch.tensor([i < n_data and max(q + a) < self.n_teacher for i, (q, a, _) in enumerate(pairs)],
                               device=device)
         self.teacher.to(device)
         ce, kl = mdlm_loss(model, *inputs, gen, self.mask_id, teacher=self.teacher, taught=taught)
