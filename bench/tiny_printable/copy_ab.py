@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from dllm.eval.tasks import get_task
-from dllm.eval.tasks.names import PB_FULL_NAMES
+from dllm.eval.tasks.names import FULL_NAMES
 from dllm.eval.tasks.waiting_line import _prompt, apply_op, format_list
 from dllm.loading import load
 from dllm.training.common import collate, encode_record
@@ -93,7 +93,7 @@ def main() -> None:
     else:
         pool = []
         for i in range(8000):
-            op, names = ("copy", "reverse")[i % 2], rng.sample(PB_FULL_NAMES, 3 + i % 4)
+            op, names = ("copy", "reverse")[i % 2], rng.sample(FULL_NAMES, 3 + i % 4)
             pool.append(encoded(_prompt(op, names, None, None), format_list(apply_op(op, names)), 32))
     pool = [x for x in pool if x]
     test = get_task("parallelbench/waiting_line/copy").items("test", 12)

@@ -41,7 +41,7 @@ from dllm.errors import DllmError, check
 from . import pb_scoring
 from .base import Item, Task, check_split, stable_seed
 from .grid_puzzles import LATIN_SQUARES, SUDOKUS
-from .names import PB_FULL_NAMES
+from .names import FULL_NAMES
 
 _DESK = "You are managing a waiting line at a customer service desk.\n\n"
 _ONLY = "and provide only the final list."
@@ -129,7 +129,7 @@ def answer_text(answer) -> str:
 
 def waiting_line_record(op: str, length: int, rng: random.Random) -> dict:
     """One waiting-line record in the published layout, drawn from our own names."""
-    drawn = rng.sample(PB_FULL_NAMES, length + 1)
+    drawn = rng.sample(FULL_NAMES, length + 1)
     names, word = drawn[:length], drawn[length]
     inp: dict = {"context": list_text(names)}
     meta: dict = {"length": length}
