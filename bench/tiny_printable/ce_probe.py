@@ -72,7 +72,8 @@ def main() -> None:
     text = out.read_text() if out.exists() else ""
     header = "| run, step | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
     if header.splitlines()[0] not in text:
-        text += ("\n" if text else "") + "CE (nats a content token) / argmax accuracy, r of the answer masked:\n\n" + header
+        intro = "CE (nats a content token) / argmax accuracy, r of the answer masked:\n\n"
+        text += ("\n" if text else "") + intro + header
     text += f"| {src.name} {step} | " + " | ".join(cells) + " |\n"
     out.write_text(text)
     print(text.splitlines()[-1])
