@@ -12,16 +12,13 @@ a model that only knows the format sits near log(number of names).
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from probe_run import append_row, load_run  # beside this script
 
 from dllm.eval.tasks import get_task
-from dllm.loading import load
 from dllm.training import common
 
 TASKS = ["parallelbench/waiting_line/copy", "parallelbench/waiting_line/reverse", "parallelbench/puzzle/sudoku_n4_12",
@@ -58,25 +55,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     src = Path(args.run)
-    with tempfile.TemporaryDirectory() as tmp:
-        if (src / "checkpoint").exists():  # the run rewrites it every 50 steps: copy first
-            shutil.copytree(src / "checkpoint", Path(tmp) / "c")
-            step = json.loads((Path(tmp) / "c" / "recipe.json").read_text())["step"]
-            model = load(str(Path(tmp) / "c" / "model")).eval()
-        else:
-            step, model = "-", load(str(src)).eval()
+    step, model = load_run(src)
+    model.eval()
     cells = [f"{ce:.2f} / {acc:.0%}" for t in args.tasks for ce, acc in content_ce(model, t, args.ratios)]
     cols = [f"{t.split('/')[0].replace('parallelbench', 'PB')} {t.split('/')[-1]} r={r}" for t in args.tasks
             for r in args.ratios]
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else ""
-    header = "| run, step | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
-    if header.splitlines()[0] not in text:
-        intro = "CE (nats a content token) / argmax accuracy, r of the answer masked:\n\n"
-        text += ("\n" if text else "") + intro + header
-    text += f"| {src.name} {step} | " + " | ".join(cells) + " |\n"
-    out.write_text(text)
-    print(text.splitlines()[-1])
+    append_row(Path(args.out), "run, step", cols, f"{src.name} {step}", cells,
+               intro="CE (nats a content token) / argmax accuracy, r of the answer masked:\n\n")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,28 @@ CARD = {"waiting_line/copy": 100, "waiting_line/reverse": 100, "waiting_line/sor
         "latin_square/4x4": 97, "sudoku/4x4": 97}  # dllm-tiny's card, one token per forward, 100 items
 
 
+def load_run(src: Path):
+    """-> (step, model) of a run folder's checkpoint, copied first (the run rewrites it every 50
+    steps), or ("-", model) of a model folder."""
+    if not (src / "checkpoint").exists():
+        return "-", load(str(src))
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copytree(src / "checkpoint", Path(tmp) / "c")
+        step = json.loads((Path(tmp) / "c" / "recipe.json").read_text())["step"]
+        return step, load(str(Path(tmp) / "c" / "model"))
+
+
+def append_row(out: Path, first: str, cols: list[str], label: str, cells: list[str], intro: str = "") -> None:
+    """Append one row to the markdown table in ``out``, its header (after ``intro``) first when the file lacks it."""
+    text = out.read_text() if out.exists() else ""
+    header = f"| {first} | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
+    if header.splitlines()[0] not in text:
+        text += ("\n" if text else "") + intro + header
+    text += f"| {label} | " + " | ".join(cells) + " |\n"
+    out.write_text(text)
+    print(text.splitlines()[-1])
+
+
 def short(name: str) -> str:
     return name.split("/")[-1].replace("_n4_12", "").replace("4x4", name.split("/")[0].split("_")[0])
 
@@ -46,13 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     src = Path(args.run)
-    with tempfile.TemporaryDirectory() as tmp:
-        if (src / "checkpoint").exists():
-            shutil.copytree(src / "checkpoint", Path(tmp) / "c")
-            step = json.loads((Path(tmp) / "c" / "recipe.json").read_text())["step"]
-            model = load(str(Path(tmp) / "c" / "model"))
-        else:
-            step, model = "-", load(str(src))
+    step, model = load_run(src)
     own, pb = args.own or task_list("trained"), args.pb
     window = dict(gen_length=32, block_length=32)
     a = evaluate(model, LLaDASampler(), own, args.own_items, window, batch_size=50)
@@ -61,14 +77,7 @@ def main() -> None:
     drops = [CARD[t] - a[t]["accuracy"] for t in own if t in CARD]
     cells = ([f"{a[t]['accuracy']:.0f}" for t in own] + [f"{sum(a[t]['accuracy'] for t in own) / len(own):.1f}",
              f"{max(drops):+.0f}"] + [f"{b[t]['accuracy']:.0f}" for t in pb])
-    out = Path(args.out)
-    text = out.read_text() if out.exists() else ""
-    header = "| step | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1) + "\n"
-    if header.splitlines()[0] not in text:
-        text += ("\n" if text else "") + header
-    text += f"| {src.name} {step} | " + " | ".join(cells) + " |\n"
-    out.write_text(text)
-    print(text.splitlines()[-1])
+    append_row(Path(args.out), "step", cols, f"{src.name} {step}", cells)
 
 
 if __name__ == "__main__":
