@@ -400,6 +400,17 @@ def test_block_expansion_starts_as_the_old_model_and_trains_only_what_is_new(tmp
         assert torch.equal(getattr(t, name).weight[:n], getattr(b, name).weight)
         assert not torch.equal(getattr(t, name).weight[n:], getattr(grown.core, name).weight[n:])
     assert t.layers[2].self_attn.o_proj.weight.abs().sum() > 0  # the new blocks learned
+    # a next stage from the shipped model (expanded_from): no blocks added, the same ones frozen
+    nxt = run(data, str(tmp_path / "n"), init=str(out / "final" / "model"), expanded_from="dllm-tiny",
+              expand_layers=3, distill=1.0, train=dict(kw["train"], max_steps=2))
+    n2 = dllm.load(str(nxt / "final" / "model")).core
+    assert n2.cfg.num_layers == 9 and len(n2.embed_tokens.weight) == len(t.embed_tokens.weight)
+    for i in (0, 1, 3, 4, 6, 7):
+        assert all(torch.equal(p, q) for p, q in zip(n2.layers[i].parameters(), t.layers[i].parameters()))
+    assert torch.equal(n2.embed_tokens.weight[:n], b.embed_tokens.weight)
+    assert not torch.equal(n2.layers[5].mlp.down_proj.weight, t.layers[5].mlp.down_proj.weight)
+    with pytest.raises(DllmError, match="expanded_from names the model init was expanded from"):
+        run(data, str(tmp_path / "v"), init="dllm-tiny", expanded_from="dllm-tiny")
     with pytest.raises(DllmError, match="expand_layers must be a non-negative integer, given with init"):
         run("tasks:waiting_line/sort:8", str(tmp_path / "y"), arch=ARCH, expand_layers=2)
     with pytest.raises(DllmError, match=r"expand_layers must be an integer in \[0, 6\]"):

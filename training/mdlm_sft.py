@@ -188,10 +188,11 @@ class MdlmSft:
     new_rows: str = "pieces"
     expand_layers: int = 0
     distill: float = 0.0
+    expanded_from: str | None = None
     name: ClassVar[str] = "mdlm_sft"
     # what a checkpoint from before a setting ran with (copy strings were once padded to the drawn canvas)
     meta_defaults: ClassVar[dict] = {"copy_strings": 0.0, "copy_canvas": "drawn", "new_rows": "pieces",
-                                     "expand_layers": 0, "distill": 0.0}
+                                     "expand_layers": 0, "distill": 0.0, "expanded_from": None}
 
     @property
     def meta(self) -> dict:
@@ -202,15 +203,18 @@ class MdlmSft:
                 **({"copy_canvas": "shortest"} if self.copy_strings else {}),  # only a run with copies has one
                 **({"new_rows": self.new_rows} if self.new_rows != "pieces" else {}),
                 **({"expand_layers": self.expand_layers} if self.expand_layers else {}),
-                **({"distill": self.distill} if self.distill else {})}
+                **({"distill": self.distill} if self.distill else {}),
+                **({"expanded_from": self.expanded_from} if self.expanded_from else {})}
 
     def build(self):
+        # an init already expanded (expanded_from: an earlier stage's shipped model) gains no blocks
         return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed,
-                           self.alphabet, self.merges, self.new_rows, self.expand_layers)
+                           self.alphabet, self.merges, self.new_rows, 0 if self.expanded_from else self.expand_layers)
 
     def setup(self, model) -> int:
         self.frozen = self.teacher = None
-        old = load(self.init) if self.expand_layers or self.distill else None  # init as it was, loaded once
+        # what is old (frozen, and the distill teacher): init as it was, or the model init was expanded from
+        old = load(self.expanded_from or self.init) if self.expand_layers or self.distill else None
         if self.expand_layers:  # fresh or resumed: train the new blocks and rows only (training/expand.py)
             from dllm.training.expand import FreezeOld
 
@@ -270,9 +274,11 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
         answer_lengths: list | None = None,
         max_prompt_length: int = 128, train: TrainConfig | dict | None = None, alphabet: str = "data",
         merges: int = 0, copy_strings: float = 0.0, new_rows: str = "pieces", expand_layers: int = 0,
-        distill: float = 0.0):
+        distill: float = 0.0, expanded_from: str | None = None):
     """Train; ``train`` holds the settings that differ from ``TRAIN``. Resumes from
-    ``output_dir/checkpoint`` when it exists. Returns the output folder."""
+    ``output_dir/checkpoint`` when it exists. Returns the output folder. ``expanded_from``: ``init`` is
+    an earlier stage of an expansion run (``expand_layers`` blocks already added to this model): the next
+    stage adds none and keeps the same blocks and rows frozen, held (distill) to this model."""
     train = TRAIN.updated(train)
     check(answer_length > 0, f"answer_length must be a positive integer, got {answer_length}")
     lengths = [int(n) for n in (answer_lengths or [answer_length])]
@@ -290,7 +296,11 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
           f"expand_layers must be a non-negative integer, given with init (it grows init), got {expand_layers!r}")
     check(isinstance(distill, (int, float)) and distill >= 0 and (not distill or init),
           f"distill must be a non-negative weight, given with init (the teacher), got {distill!r}")
+    check(expanded_from is None or (init and expand_layers),
+          f"expanded_from names the model init was expanded from: give it with init and expand_layers, "
+          f"got expanded_from={expanded_from!r}")
     rows = list(common.load_records(data))
     recipe = MdlmSft(data, rows, init, arch, tokenizer_from, vocab_size, answer_length, lengths, max_prompt_length,
-                     train.seed, alphabet, merges, float(copy_strings), new_rows, expand_layers, float(distill))
+                     train.seed, alphabet, merges, float(copy_strings), new_rows, expand_layers, float(distill),
+                     expanded_from)
     return fit(recipe, train, output_dir)
