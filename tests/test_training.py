@@ -133,6 +133,25 @@ def test_chat_messages_go_through_the_chat_template():
     assert tok.decode(response).split() == ["sat", "on"]
     plain = common.encode_record({"prompt": "the cat", "response": "sat on"}, tok)
     assert plain[0][-1] == prompt[-1]
+    assert common.encode_record(row, tok, after_prompt=True) == (prompt, response)  # a chat template: unchanged
+
+
+def test_answer_tokens_after_prompt_read_as_the_prompt_quotes_them():
+    """answer_tokens=after_prompt: behind a prompt ending a line, the answer's first name is the token
+    a prompt quoting the list shows (no start-of-text space mark); alone, it opens with the marked one."""
+    from dllm.eval.tasks import get_task
+
+    tok = dllm.load("dllm-tiny-printable").tokenizer
+    item = get_task("parallelbench/waiting_line/copy").items("train", 1)[0]
+    row = {"prompt": item.prompt, "response": item.reference}
+    prompt, alone = common.encode_record(row, tok)
+    prompt2, after = common.encode_record(row, tok, after_prompt=True)
+    assert prompt2 == prompt and item.prompt.endswith("\n")
+    assert tok.decode(alone) == tok.decode(after) == item.reference and alone != after
+    first = item.reference.split('"')[1].split()[0]  # "Tina"
+    assert tok.convert_ids_to_tokens(after)[:2] == ['["', first] and first in tok.convert_ids_to_tokens(prompt)
+    own = {"prompt": "sort: b a", "response": "a b"}  # a prompt that does not end a line: as before
+    assert common.encode_record(own, tok, after_prompt=True) == common.encode_record(own, tok)
 
 
 def test_two_processes_data_parallel(tmp_path):
@@ -401,13 +420,23 @@ def test_block_expansion_starts_as_the_old_model_and_trains_only_what_is_new(tmp
         assert not torch.equal(getattr(t, name).weight[n:], getattr(grown.core, name).weight[n:])
     assert t.layers[2].self_attn.o_proj.weight.abs().sum() > 0  # the new blocks learned
     # a next stage from the shipped model (expanded_from): no blocks added, the same ones frozen
+    # (old_rows=unseen: the rows of old tokens the sort rows never use train too, the used ones stay)
     nxt = run(data, str(tmp_path / "n"), init=str(out / "final" / "model"), expanded_from="dllm-tiny",
-              expand_layers=3, distill=1.0, train=dict(kw["train"], max_steps=2))
+              expand_layers=3, distill=1.0, old_rows="unseen", train=dict(kw["train"], max_steps=2))
     n2 = dllm.load(str(nxt / "final" / "model")).core
     assert n2.cfg.num_layers == 9 and len(n2.embed_tokens.weight) == len(t.embed_tokens.weight)
     for i in (0, 1, 3, 4, 6, 7):
         assert all(torch.equal(p, q) for p, q in zip(n2.layers[i].parameters(), t.layers[i].parameters()))
-    assert torch.equal(n2.embed_tokens.weight[:n], b.embed_tokens.weight)
+    used = {i for r in common.load_records(data) for i in (lambda q, a: q + a)(*common.encode_record(r, base.tokenizer))}
+    used |= {base.tokenizer.eos_token_id, base.mask_token_id}
+    for name in ("embed_tokens", "lm_head"):
+        w, w0 = getattr(n2, name).weight[:n], getattr(b, name).weight
+        same = (w == w0).all(-1)  # [V_old]
+        assert all(same[i] for i in used) and not same.all()
+    with pytest.raises(DllmError, match="old_rows must be 'frozen' or 'unseen'"):
+        run(data, str(tmp_path / "h"), init="dllm-tiny", old_rows="unseen")
+    with pytest.raises(DllmError, match="answer_tokens must be 'alone' or 'after_prompt'"):
+        run(data, str(tmp_path / "h"), init="dllm-tiny", answer_tokens="joined")
     assert not torch.equal(n2.layers[5].mlp.down_proj.weight, t.layers[5].mlp.down_proj.weight)
     with pytest.raises(DllmError, match="expanded_from names the model init was expanded from"):
         run(data, str(tmp_path / "v"), init="dllm-tiny", expanded_from="dllm-tiny")

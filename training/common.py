@@ -69,8 +69,12 @@ def task_rows(spec: str) -> list[dict]:
     return rows
 
 
-def encode_record(row: dict, tokenizer) -> tuple[list[int], list[int]]:
-    """One row -> (prompt ids, response ids), through the chat template when the tokenizer has one."""
+def encode_record(row: dict, tokenizer, after_prompt: bool = False) -> tuple[list[int], list[int]]:
+    """One row -> (prompt ids, response ids), through the chat template when the tokenizer has one.
+    ``after_prompt``: without a chat template, tokenize the response as it reads behind its prompt when
+    the prompt ends a line (a Metaspace tokenizer marks a text's start with a space: alone, an answer
+    "[\"Tina" opens with the token of ' ["Tina', behind "...\n" with '["', 'Tina', as a prompt quoting
+    the same list reads); the response alone when its tokens do not split there."""
     chat = bool(getattr(tokenizer, "chat_template", None))
     if "messages" in row and row["messages"]:
         msgs = row["messages"]
@@ -84,8 +88,14 @@ def encode_record(row: dict, tokenizer) -> tuple[list[int], list[int]]:
         prompt = tokenizer.apply_chat_template(prompt_msgs, add_generation_prompt=True, tokenize=True)
         prompt = prompt["input_ids"] if hasattr(prompt, "keys") else prompt
     else:
-        prompt = tokenizer("\n".join(m["content"] for m in prompt_msgs))["input_ids"]
-    return list(prompt), tokenizer(response, add_special_tokens=False)["input_ids"]
+        text = "\n".join(m["content"] for m in prompt_msgs)
+        prompt = tokenizer(text)["input_ids"]
+    alone = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if chat or not after_prompt or not text.endswith("\n"):
+        return list(prompt), alone
+    head = tokenizer(text, add_special_tokens=False)["input_ids"]
+    both = tokenizer(text + response, add_special_tokens=False)["input_ids"]
+    return list(prompt), (both[len(head):] if both[:len(head)] == head and len(both) > len(head) else alone)
 
 
 def new_tokenizer(tokenizer_from: str | None, data_rows, vocab_size: int, alphabet: str = "data"):
@@ -100,14 +110,16 @@ def new_tokenizer(tokenizer_from: str | None, data_rows, vocab_size: int, alphab
                                vocab_size, alphabet)
 
 
-def encode_examples(rows, tokenizer, max_answer_length: int, max_prompt_length: int, finish=None):
+def encode_examples(rows, tokenizer, max_answer_length: int, max_prompt_length: int, finish=None,
+                    after_prompt: bool = False):
     """-> (list of (prompt ids, answer ids), number dropped). The answer is the response + one
     end-of-text, then ``finish(prompt, answer)`` (a recipe's padding). Over-long examples are
-    dropped and counted: a silent truncation would teach the model to stop mid-answer."""
+    dropped and counted: a silent truncation would teach the model to stop mid-answer. ``after_prompt``:
+    :func:`encode_record`'s."""
     eos = tokenizer.eos_token_id
     out, dropped = [], 0
     for row in rows:
-        prompt, resp = encode_record(row, tokenizer)
+        prompt, resp = encode_record(row, tokenizer, after_prompt)
         if len(resp) + 1 > max_answer_length or len(prompt) > max_prompt_length or not prompt:
             dropped += 1
             continue

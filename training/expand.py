@@ -69,9 +69,13 @@ def expand(model, k: int, seed: int):
 
 class FreezeOld:
     """Train only the new blocks and the new tokens' rows of an expanded model. ``n_old_layers`` and
-    ``n_old_vocab`` are the pre-expansion model's (read again from ``init`` on a resume)."""
+    ``n_old_vocab`` are the pre-expansion model's (read again from ``init`` on a resume). ``free_rows``:
+    old token ids whose rows (input and output) train too — the tokens the old model never read or
+    wrote. A BPE vocabulary holds many such tokens (merge steps, pieces only seen inside longer tokens):
+    their rows are untrained noise, and a new format that writes one (ParallelBench's answer opens
+    '["', 'Tina' where dllm-tiny only ever wrote ' ["Tina') cannot be read or written through them."""
 
-    def __init__(self, model, n_old_layers: int, k: int, n_old_vocab: int):
+    def __init__(self, model, n_old_layers: int, k: int, n_old_vocab: int, free_rows=()):
         core = model.core
         check(core.cfg.num_layers == n_old_layers + k,
               f"the model has {core.cfg.num_layers} blocks, expected {n_old_layers} + expand_layers {k}")
@@ -79,19 +83,24 @@ class FreezeOld:
         for i, block in enumerate(core.layers):
             block.requires_grad_(i in new)
         core.norm.requires_grad_(False)
-        self.rows = []  # (parameter, its frozen first n_old_vocab rows)
+        frozen = torch.ones(n_old_vocab, dtype=torch.bool)  # [V_old]: True = the old model's row, kept
+        frozen[torch.as_tensor(sorted(free_rows), dtype=torch.long)] = False
+        self.rows = []  # (parameter, its frozen rows' ids [F], their values [F, H])
         for name in ("embed_tokens",) if core.cfg.tie_embeddings else ("embed_tokens", "lm_head"):
             weight = getattr(core, name).weight
-            weight.requires_grad_(weight.shape[0] > n_old_vocab)  # no new token: nothing of it to train
+            weight.requires_grad_(weight.shape[0] > n_old_vocab or not frozen.all())  # anything of it to train?
             if weight.requires_grad:
-                weight.register_hook(lambda g, n=n_old_vocab: torch.cat([torch.zeros_like(g[:n]), g[n:]]))
-                self.rows.append((weight, weight.detach()[:n_old_vocab].clone()))
+                keep = torch.cat([frozen, torch.zeros(weight.shape[0] - n_old_vocab, dtype=torch.bool)])  # [V]
+                weight.register_hook(lambda g, m=keep: g.masked_fill(m.to(g.device)[:, None], 0.0))
+                ids = keep.nonzero()[:, 0]
+                self.rows.append((weight, ids, weight.detach()[ids].clone()))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(f"training {trainable:,} of {sum(p.numel() for p in model.parameters()):,} parameters "
-              f"(new blocks {sorted(new)}, new token rows {n_old_vocab}..)")
+              f"(new blocks {sorted(new)}, new token rows {n_old_vocab}.., "
+              f"{int((~frozen).sum())} old rows the old model never used)")
 
     @torch.no_grad()
     def restore(self) -> None:
         """Put the old rows back (AdamW's weight decay moved them); call after each optimiser step."""
-        for weight, rows in self.rows:
-            weight[: rows.shape[0]].copy_(rows)
+        for weight, ids, rows in self.rows:
+            weight[ids] = rows

@@ -104,12 +104,12 @@ def grow_tokenizer(model, alphabet: str, merges: int, rows, new_rows: str = "pie
     return model
 
 
-def encode_dataset(rows, tokenizer, answer_length: int, max_prompt_length: int):
+def encode_dataset(rows, tokenizer, answer_length: int, max_prompt_length: int, after_prompt: bool = False):
     """-> list of (prompt ids, answer ids of exactly answer_length); over-long examples are dropped
     and counted (a silent truncation would teach the model to stop mid-answer)."""
     eos = tokenizer.eos_token_id
     return common.encode_examples(rows, tokenizer, answer_length, max_prompt_length,
-                                  lambda prompt, answer: answer + [eos] * (answer_length - len(answer)))
+                                  lambda prompt, answer: answer + [eos] * (answer_length - len(answer)), after_prompt)
 
 
 def mdlm_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id: int, eps: float = 1e-3,
@@ -189,10 +189,13 @@ class MdlmSft:
     expand_layers: int = 0
     distill: float = 0.0
     expanded_from: str | None = None
+    answer_tokens: str = "alone"
+    old_rows: str = "frozen"
     name: ClassVar[str] = "mdlm_sft"
     # what a checkpoint from before a setting ran with (copy strings were once padded to the drawn canvas)
     meta_defaults: ClassVar[dict] = {"copy_strings": 0.0, "copy_canvas": "drawn", "new_rows": "pieces",
-                                     "expand_layers": 0, "distill": 0.0, "expanded_from": None}
+                                     "expand_layers": 0, "distill": 0.0, "expanded_from": None,
+                                     "answer_tokens": "alone", "old_rows": "frozen"}
 
     @property
     def meta(self) -> dict:
@@ -204,7 +207,9 @@ class MdlmSft:
                 **({"new_rows": self.new_rows} if self.new_rows != "pieces" else {}),
                 **({"expand_layers": self.expand_layers} if self.expand_layers else {}),
                 **({"distill": self.distill} if self.distill else {}),
-                **({"expanded_from": self.expanded_from} if self.expanded_from else {})}
+                **({"expanded_from": self.expanded_from} if self.expanded_from else {}),
+                **({"answer_tokens": self.answer_tokens} if self.answer_tokens != "alone" else {}),
+                **({"old_rows": self.old_rows} if self.old_rows != "frozen" else {})}
 
     def build(self):
         # an init already expanded (expanded_from: an earlier stage's shipped model) gains no blocks
@@ -215,19 +220,26 @@ class MdlmSft:
         self.frozen = self.teacher = None
         # what is old (frozen, and the distill teacher): init as it was, or the model init was expanded from
         old = load(self.expanded_from or self.init) if self.expand_layers or self.distill else None
-        if self.expand_layers:  # fresh or resumed: train the new blocks and rows only (training/expand.py)
-            from dllm.training.expand import FreezeOld
-
-            # what is old: its blocks and its vocabulary's rows
-            self.frozen = FreezeOld(model, old.core.cfg.num_layers, self.expand_layers,
-                                    old.core.embed_tokens.weight.shape[0])
-        if self.distill:  # init, frozen: the model is held to it on the rows it can read (distill_kl)
-            self.teacher = old.eval().requires_grad_(False)
-            self.n_teacher = old.core.embed_tokens.weight.shape[0]
-        self.examples, dropped = encode_dataset(self.rows, model.tokenizer, self.answer_length, self.max_prompt_length)
+        self.examples, dropped = encode_dataset(self.rows, model.tokenizer, self.answer_length, self.max_prompt_length,
+                                                self.answer_tokens == "after_prompt")
         if dropped:
             print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
         tok = model.tokenizer
+        if self.expand_layers:  # fresh or resumed: train the new blocks and rows only (training/expand.py)
+            from dllm.training.expand import FreezeOld
+
+            # what is old: its blocks and its vocabulary's rows; old_rows=unseen frees the rows of the old
+            # tokens that no row the old model can read uses (its own tasks: what it was trained on)
+            n_old = old.core.embed_tokens.weight.shape[0]
+            used = set(tok.all_special_ids) | {model.mask_token_id}
+            for q, a in self.examples:
+                if max(q + a) < n_old:
+                    used.update(q + a)
+            free = [i for i in range(n_old) if i not in used] if self.old_rows == "unseen" else []
+            self.frozen = FreezeOld(model, old.core.cfg.num_layers, self.expand_layers, n_old, free)
+        if self.distill:  # init, frozen: the model is held to it on the rows it can read (distill_kl)
+            self.teacher = old.eval().requires_grad_(False)
+            self.n_teacher = old.core.embed_tokens.weight.shape[0]
         self.eos, self.pad, self.mask_id = tok.eos_token_id, tok.pad_token_id or tok.eos_token_id, model.mask_token_id
         special = set(tok.all_special_ids) | {self.mask_id}
         self.copy_ids = [i for i in range(len(tok)) if i not in special]
@@ -274,11 +286,15 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
         answer_lengths: list | None = None,
         max_prompt_length: int = 128, train: TrainConfig | dict | None = None, alphabet: str = "data",
         merges: int = 0, copy_strings: float = 0.0, new_rows: str = "pieces", expand_layers: int = 0,
-        distill: float = 0.0, expanded_from: str | None = None):
+        distill: float = 0.0, expanded_from: str | None = None, answer_tokens: str = "alone",
+        old_rows: str = "frozen"):
     """Train; ``train`` holds the settings that differ from ``TRAIN``. Resumes from
     ``output_dir/checkpoint`` when it exists. Returns the output folder. ``expanded_from``: ``init`` is
     an earlier stage of an expansion run (``expand_layers`` blocks already added to this model): the next
-    stage adds none and keeps the same blocks and rows frozen, held (distill) to this model."""
+    stage adds none and keeps the same blocks and rows frozen, held (distill) to this model.
+    ``answer_tokens`` "after_prompt": a response is tokenized as it reads behind its prompt
+    (common.encode_record); ``old_rows`` "unseen": an expansion also trains the rows of the old tokens no
+    row the old model reads uses (expand.FreezeOld)."""
     train = TRAIN.updated(train)
     check(answer_length > 0, f"answer_length must be a positive integer, got {answer_length}")
     lengths = [int(n) for n in (answer_lengths or [answer_length])]
@@ -299,8 +315,12 @@ def run(data: str, output_dir: str, init: str | None = None, arch: dict | None =
     check(expanded_from is None or (init and expand_layers),
           f"expanded_from names the model init was expanded from: give it with init and expand_layers, "
           f"got expanded_from={expanded_from!r}")
+    check(answer_tokens in ("alone", "after_prompt"),
+          f"answer_tokens must be 'alone' or 'after_prompt', got {answer_tokens!r}")
+    check(old_rows in ("frozen", "unseen") and (old_rows == "frozen" or expand_layers),
+          f"old_rows must be 'frozen' or 'unseen' (with expand_layers: what an expansion trains), got {old_rows!r}")
     rows = list(common.load_records(data))
     recipe = MdlmSft(data, rows, init, arch, tokenizer_from, vocab_size, answer_length, lengths, max_prompt_length,
                      train.seed, alphabet, merges, float(copy_strings), new_rows, expand_layers, float(distill),
-                     expanded_from)
+                     expanded_from, answer_tokens, old_rows)
     return fit(recipe, train, output_dir)
