@@ -427,12 +427,24 @@ def test_block_expansion_starts_as_the_old_model_and_trains_only_what_is_new(tmp
     assert n2.cfg.num_layers == 9 and len(n2.embed_tokens.weight) == len(t.embed_tokens.weight)
     for i in (0, 1, 3, 4, 6, 7):
         assert all(torch.equal(p, q) for p, q in zip(n2.layers[i].parameters(), t.layers[i].parameters()))
-    used = {i for r in common.load_records(data) for i in (lambda q, a: q + a)(*common.encode_record(r, base.tokenizer))}
+    used = {i for r in common.load_records(data) for part in common.encode_record(r, base.tokenizer) for i in part}
     used |= {base.tokenizer.eos_token_id, base.mask_token_id}
     for name in ("embed_tokens", "lm_head"):
         w, w0 = getattr(n2, name).weight[:n], getattr(b, name).weight
         same = (w == w0).all(-1)  # [V_old]
         assert all(same[i] for i in used) and not same.all()
+    # the unused 'Tina' starts as the used '▁"Tina' (input and output rows), a token with no twin as it was
+    from dllm.training.expand import copy_twin_rows, marked_twins
+
+    vocab = base.tokenizer.get_vocab()
+    tina, marked = vocab["Tina"], vocab["\u2581\"Tina"]
+    twins = marked_twins(base.tokenizer, [tina, vocab["["]], {marked})
+    assert twins == {tina: marked}
+    fresh = dllm.load("dllm-tiny").core
+    copy_twin_rows(fresh, twins)
+    for name in ("embed_tokens", "lm_head"):
+        w, w0 = getattr(fresh, name).weight, getattr(b, name).weight
+        assert torch.equal(w[tina], w0[marked]) and torch.equal(w[vocab["["]], w0[vocab["["]])
     with pytest.raises(DllmError, match="old_rows must be 'frozen' or 'unseen'"):
         run(data, str(tmp_path / "h"), init="dllm-tiny", old_rows="unseen")
     with pytest.raises(DllmError, match="answer_tokens must be 'alone' or 'after_prompt'"):

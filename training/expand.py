@@ -67,6 +67,30 @@ def expand(model, k: int, seed: int):
     return model
 
 
+def marked_twins(tokenizer, free_ids, used) -> dict[int, int]:
+    """Unused old token -> the used token that reads the same at a word's start ('Tina' -> '▁"Tina'),
+    for those that have one. A prompt quoting a list shows its first name after '["' without the start
+    mark, a token the old model never used; its twin is the one the old model reads and copies."""
+    vocab, out = tokenizer.get_vocab(), {}
+    for i in free_ids:
+        text = tokenizer.convert_ids_to_tokens(i)
+        twin = next((vocab[p + text] for p in ("\u2581", '\u2581"') if vocab.get(p + text) in used), None)
+        if twin is not None:
+            out[i] = twin
+    return out
+
+
+@torch.no_grad()
+def copy_twin_rows(core, twins: dict[int, int]) -> None:
+    """Start each unused old token's input and output rows as its twin's (:func:`marked_twins`)."""
+    if not twins:
+        return
+    src, dst = torch.tensor(list(twins.values())), torch.tensor(list(twins))
+    for name in ("embed_tokens",) if core.cfg.tie_embeddings else ("embed_tokens", "lm_head"):
+        weight = getattr(core, name).weight
+        weight[dst] = weight[src]
+
+
 class FreezeOld:
     """Train only the new blocks and the new tokens' rows of an expanded model. ``n_old_layers`` and
     ``n_old_vocab`` are the pre-expansion model's (read again from ``init`` on a resume). ``free_rows``:

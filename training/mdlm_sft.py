@@ -213,6 +213,7 @@ class MdlmSft:
 
     def build(self):
         # an init already expanded (expanded_from: an earlier stage's shipped model) gains no blocks
+        self.fresh = True  # built, not resumed: setup may start rows (old_rows=unseen)
         return build_model(self.init, self.arch, self.tokenizer_from, self.rows, self.vocab_size, self.seed,
                            self.alphabet, self.merges, self.new_rows, 0 if self.expanded_from else self.expand_layers)
 
@@ -236,6 +237,12 @@ class MdlmSft:
                 if max(q + a) < n_old:
                     used.update(q + a)
             free = [i for i in range(n_old) if i not in used] if self.old_rows == "unseen" else []
+            if free and getattr(self, "fresh", False):  # a resume keeps the trained rows
+                from dllm.training.expand import copy_twin_rows, marked_twins
+
+                twins = marked_twins(tok, free, used)
+                copy_twin_rows(model.core, twins)
+                print(f"{len(twins)} unused old tokens start as their marked twins (e.g. 'Tina' <- '▁\"Tina')")
             self.frozen = FreezeOld(model, old.core.cfg.num_layers, self.expand_layers, n_old, free)
         if self.distill:  # init, frozen: the model is held to it on the rows it can read (distill_kl)
             self.teacher = old.eval().requires_grad_(False)
