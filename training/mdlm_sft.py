@@ -242,7 +242,7 @@ class MdlmSft:
 
                 twins = marked_twins(tok, free, used)
                 copy_twin_rows(model.core, twins)
-                print(f"{len(twins)} unused old tokens start as their marked twins (e.g. 'Tina' <- '▁\"Tina')")
+                print(f"{len(twins)} unused old tokens read as their marked twins (e.g. 'Tina' <- '▁\"Tina')")
             self.frozen = FreezeOld(model, old.core.cfg.num_layers, self.expand_layers, n_old, free)
         if self.distill:  # init, frozen: the model is held to it on the rows it can read (distill_kl)
             self.teacher = old.eval().requires_grad_(False)
