@@ -12,6 +12,7 @@ a model that only knows the format sits near log(number of names).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -26,12 +27,15 @@ TASKS = ["parallelbench/waiting_line/copy", "parallelbench/waiting_line/reverse"
 
 
 @torch.no_grad()
-def content_ce(model, task: str, ratios, n: int = 16, canvas: int = 64, seed: int = 0) -> list[tuple[float, float]]:
-    """-> per ratio (mean content-token CE, content-token argmax accuracy) over n train items."""
+def content_ce(model, task: str, ratios, n: int = 16, canvas: int = 64, seed: int = 0,
+               after_prompt: bool = False) -> list[tuple[float, float]]:
+    """-> per ratio (mean content-token CE, content-token argmax accuracy) over n train items, the answers
+    tokenized as the run was trained (``after_prompt``: recipe.answer_tokens=after_prompt)."""
     tok = model.tokenizer
     rows = [{"prompt": it.prompt, "response": it.reference} for it in get_task(task).items("train", n)]
     eos = tok.eos_token_id
-    examples, _ = common.encode_examples(rows, tok, canvas, 512, lambda p, a: a + [eos] * (canvas - len(a)))
+    examples, _ = common.encode_examples(rows, tok, canvas, 512, lambda p, a: a + [eos] * (canvas - len(a)),
+                                         after_prompt)
     ids, positions, valid, answer = common.collate(examples, tok.pad_token_id or eos, "cpu")[:4]
     content = answer & (ids != eos)  # [B, L]
     gen = torch.Generator().manual_seed(seed)
@@ -52,12 +56,18 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="*", default=TASKS)
     ap.add_argument("--ratios", nargs="*", type=float, default=[0.3, 1.0])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--answer-tokens", choices=["alone", "after_prompt"], default=None,
+                    help="how answers are tokenized (default: as the run's recipe.json says, else alone)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     src = Path(args.run)
     step, model = load_run(src)
     model.eval()
-    cells = [f"{ce:.2f} / {acc:.0%}" for t in args.tasks for ce, acc in content_ce(model, t, args.ratios)]
+    recipe = src / "checkpoint" / "recipe.json"
+    trained = json.loads(recipe.read_text()).get("answer_tokens", "alone") if recipe.exists() else "alone"
+    how = args.answer_tokens or trained
+    cells = [f"{ce:.2f} / {acc:.0%}" for t in args.tasks
+             for ce, acc in content_ce(model, t, args.ratios, after_prompt=how == "after_prompt")]
     cols = [f"{t.split('/')[0].replace('parallelbench', 'PB')} {t.split('/')[-1]} r={r}" for t in args.tasks
             for r in args.ratios]
     append_row(Path(args.out), "run, step", cols, f"{src.name} {step}", cells,
