@@ -70,6 +70,43 @@ def test_other_settings_are_refused_naming_the_keys(tmp_path, decoded):
     assert path.read_text() == before and sum(decoded) == 3  # nothing decoded, nothing written
 
 
+def test_the_same_name_with_other_weights_is_refused(tmp_path, decoded):
+    """A model folder retrained in place (or a checkpoint a run rewrites) keeps its name: the weight
+    files' fingerprint tells the runs apart; an unchanged copy elsewhere is the same weights."""
+    from dllm.eval.resume import weights_fingerprint
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"\x01" * 4096)
+    model = type("Folder", (), {"name": str(folder)})()
+    path = tmp_path / "items.jsonl"
+    runner.evaluate(model, LLaDASampler(), TASKS, 2, GEN, batch_size=2, out_path=path, progress=False)
+    first = json.loads(settings_path(path).read_text())["model"]["weights"]
+    assert first == weights_fingerprint(str(folder)) and len(first) == 16
+    (folder / "model.safetensors").write_bytes(b"\x01" * 4095 + b"\x02")  # one byte of one weight moved
+    with pytest.raises(DllmError, match=r"other settings: model\.weights \('[0-9a-f]{16}' -> '[0-9a-f]{16}'\)"):
+        runner.evaluate(model, LLaDASampler(), TASKS, 3, GEN, batch_size=2, out_path=path, progress=False)
+    assert sum(decoded) == 2
+    assert weights_fingerprint("dllm-tiny") == weights_fingerprint(str(dllm_assets() / "dllm-tiny"))
+    assert weights_fingerprint("fake") is None and weights_fingerprint("org/not-here") is None
+
+
+def test_a_record_from_before_fingerprints_resumes(tmp_path, decoded):
+    path = tmp_path / "items.jsonl"
+    run(path, n=2)
+    saved = json.loads(settings_path(path).read_text())
+    del saved["model"]["weights"]  # an output written before the fingerprint existed
+    settings_path(path).write_text(json.dumps(saved))
+    run(path, n=3)
+    assert sum(decoded) == 3
+
+
+def dllm_assets():
+    from dllm.loading import ASSETS
+
+    return ASSETS
+
+
 def test_rows_without_a_settings_record_are_refused(tmp_path, decoded):
     path = tmp_path / "items.jsonl"
     path.write_text('{"task": "waiting_line/reverse", "index": 0}\n')

@@ -1,15 +1,18 @@
 """An eval output file holds one run: its settings are recorded beside it, a rerun resumes only
 with equal settings, and a lock keeps a second process off it while it is written.
 
-``items.jsonl`` gets ``items.settings.json`` (the resolved model, sampler and knobs, cache,
-gen/block length, steps, seed, tasks) and, while a run writes it, ``items.jsonl.lock``. How many
-items and how big a batch are not settings: a rerun with a larger ``n_items`` extends the run.
+``items.jsonl`` gets ``items.settings.json`` (the resolved model and a fingerprint of its weight
+files, sampler and knobs, cache, gen/block length, steps, seed, tasks) and, while a run writes it,
+``items.jsonl.lock``. How many items and how big a batch are not settings: a rerun with a larger
+``n_items`` extends the run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -27,6 +30,56 @@ def _model_name(name: str) -> str:
     return str(path.resolve()) if path is not None and path.exists() else name
 
 
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth")
+WHOLE = 512 << 20  # files up to this size are hashed whole; larger ones at SAMPLES evenly spaced chunks
+SAMPLES, CHUNK = 256, 1 << 20
+# keys an output recorded before they existed may lack: such a record resumes as before
+ADDED_KEYS = ("model.weights",)
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= WHOLE:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                h.update(block)
+        else:  # e.g. a 16 GB LLaDA-8B shard set: 256 MB read, wherever a retrain changed it
+            for i in range(SAMPLES):
+                f.seek((size - CHUNK) * i // (SAMPLES - 1))
+                h.update(f.read(CHUNK))
+    return h.hexdigest()
+
+
+def weights_fingerprint(name_or_path: str) -> str | None:
+    """A short hash of the weight files a model name stands for on this machine (a built-in name, a
+    folder, a file, a packaged checkpoint), so an output resumes only on the same weights: a folder
+    retrained in place or a checkpoint a run rewrites keeps its name. None where nothing is on disk
+    (a hub id, a model object without a source)."""
+    from dllm import loading
+
+    if not name_or_path:
+        return None
+    try:
+        if name_or_path in loading.BUILTIN:
+            path = loading.BUILTIN[name_or_path]
+        elif name_or_path in loading.PACKAGED:
+            path = loading.packaged(name_or_path)
+        else:
+            path = Path(os.path.expanduser(name_or_path))
+    except DllmError:
+        return None
+    files = sorted(f for pattern in WEIGHT_FILES for f in path.glob(pattern)) if path.is_dir() else [path]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.name}:{_file_digest(str(f.resolve()), st.st_size, st.st_mtime_ns)};".encode())
+    return h.hexdigest()[:16]
+
+
 def run_settings(model, sampler, tasks: list[str], gen: dict, extra: dict | None = None) -> dict:
     """Everything that decides a run's rows: model, sampler class and knobs, generation arguments,
     tasks. ``extra`` (the CLI's resolved model config, ...) replaces or adds top-level entries."""
@@ -34,9 +87,10 @@ def run_settings(model, sampler, tasks: list[str], gen: dict, extra: dict | None
         dtype = str(next(model.parameters()).dtype)
     except (AttributeError, StopIteration, TypeError):
         dtype = None
+    name = str(getattr(model, "name", "") or "")
     settings = {
-        "model": {"name": _model_name(str(getattr(model, "name", "") or "")), "class": type(model).__name__,
-                  "family": getattr(model, "family", None), "dtype": dtype},
+        "model": {"name": _model_name(name), "class": type(model).__name__,
+                  "family": getattr(model, "family", None), "dtype": dtype, "weights": weights_fingerprint(name)},
         "sampler": {"class": type(sampler).__name__,
                     **{k: v for k, v in vars(sampler).items() if not k.startswith("_")}},
         "tasks": list(tasks),
@@ -53,6 +107,7 @@ def model_settings(node) -> dict:
     node = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
     node = {k: v for k, v in node.items() if k != "_target_"}
     if isinstance(node.get("name_or_path"), str):
+        node["weights"] = weights_fingerprint(node["name_or_path"])
         node["name_or_path"] = _model_name(node["name_or_path"])
     return _plain(node)
 
@@ -85,6 +140,9 @@ def check_settings(out: Path, settings: dict) -> None:
         raise DllmError(f"output {out}: its settings file {path} is unreadable; choose another output= or delete "
                         "both") from e
     a, b = flatten(old), flatten(_plain(settings))
+    for key in ADDED_KEYS:  # recorded before the key existed: not a difference
+        if key not in a:
+            b.pop(key, None)
     differ = sorted((k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>")),
                     key=lambda k: (k not in a or k not in b, k))  # changed values first, then added or dropped keys
     if differ:
