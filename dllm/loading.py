@@ -46,12 +46,20 @@ def packaged(name: str) -> Path:
     return files[0]
 
 
+def source(name_or_path: str) -> Path:
+    """Where a model name points on this machine, before any conversion or download: a built-in
+    folder, a packaged checkpoint file, or the path itself (which may not exist: a hub id)."""
+    if name_or_path in BUILTIN:
+        return BUILTIN[name_or_path]
+    return packaged(name_or_path) if name_or_path in PACKAGED else Path(os.path.expanduser(name_or_path))
+
+
 def resolve(name_or_path: str) -> Path:
     """A built-in name, a local folder, or (where a network exists) a hub id -> local folder."""
     check(bool(name_or_path), "model must name a built-in model, a folder or a hub id, got ''")
+    path = source(name_or_path)
     if name_or_path in BUILTIN:
-        return BUILTIN[name_or_path]
-    path = packaged(name_or_path) if name_or_path in PACKAGED else Path(os.path.expanduser(name_or_path))
+        return path
     if path.suffix == ".gguf" and path.is_file():
         return from_gguf(path)
     if path.is_dir():

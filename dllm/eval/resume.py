@@ -61,13 +61,8 @@ def weights_fingerprint(name_or_path: str) -> str | None:
     if not name_or_path:
         return None
     try:
-        if name_or_path in loading.BUILTIN:
-            path = loading.BUILTIN[name_or_path]
-        elif name_or_path in loading.PACKAGED:
-            path = loading.packaged(name_or_path)
-        else:
-            path = Path(os.path.expanduser(name_or_path))
-    except DllmError:
+        path = loading.source(name_or_path)
+    except DllmError:  # a packaged model whose package is not installed
         return None
     files = sorted(f for pattern in WEIGHT_FILES for f in path.glob(pattern)) if path.is_dir() else [path]
     files = [f for f in files if f.is_file()]
