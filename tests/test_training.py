@@ -141,7 +141,7 @@ def test_answer_tokens_after_prompt_read_as_the_prompt_quotes_them():
     a prompt quoting the list shows (no start-of-text space mark); alone, it opens with the marked one."""
     from dllm.eval.tasks import get_task
 
-    tok = dllm.load("dllm-tiny-printable").tokenizer
+    tok = dllm.load("dllm-tiny").tokenizer
     item = get_task("parallelbench/waiting_line/copy").items("train", 1)[0]
     row = {"prompt": item.prompt, "response": item.reference}
     prompt, alone = common.encode_record(row, tok)
@@ -237,9 +237,9 @@ def test_printable_alphabet_grows_an_existing_model_without_changing_it(tmp_path
     from dllm.eval.tasks import get_task
     from dllm.training.mdlm_sft import grow_tokenizer
 
-    base = dllm.load("dllm-tiny")
+    base = dllm.load("dllm-tiny-lists")
     rows = list(common.load_records("tasks:parallelbench/waiting_line/copy=40+waiting_line/sort=200:40"))
-    grown = grow_tokenizer(dllm.load("dllm-tiny"), "printable", 60, rows)
+    grown = grow_tokenizer(dllm.load("dllm-tiny-lists"), "printable", 60, rows)
     n = len(base.tokenizer)
     assert len(grown.tokenizer) > n + 30 and grown.core.lm_head.weight.shape[0] == len(grown.tokenizer)
     pb = rows[0]["prompt"]  # merges learned from the texts the old tokenizer could not write: shorter prompts
@@ -284,7 +284,7 @@ def test_an_answer_longer_than_the_drawn_canvas_takes_the_next_listed_length():
 def test_copy_strings_replace_a_fraction_of_each_batch_the_same_way_on_resume(tmp_path):
     from dllm.training.mdlm_sft import MdlmSft, copy_string, gen_for
 
-    model = dllm.load("dllm-tiny")
+    model = dllm.load("dllm-tiny-lists")
     recipe = MdlmSft(DATA, common.task_rows(DATA), None, None, None, 0, 32, [32], 128, 0, copy_strings=0.25)
     recipe.setup(model)
     tok = model.tokenizer
@@ -308,7 +308,7 @@ def test_copy_strings_replace_a_fraction_of_each_batch_the_same_way_on_resume(tm
 def test_copy_strings_take_the_shortest_canvas_whatever_the_step_drew(monkeypatch):
     from dllm.training import mdlm_sft
 
-    model = dllm.load("dllm-tiny")
+    model = dllm.load("dllm-tiny-lists")
     recipe = mdlm_sft.MdlmSft(DATA, common.task_rows(DATA), None, None, None, 0, 32, [32, 512], 128, 0,
                               copy_strings=0.5)
     recipe.setup(model)
@@ -385,10 +385,10 @@ def test_block_expansion_starts_as_the_old_model_and_trains_only_what_is_new(tmp
     from dllm.training.mdlm_sft import grow_tokenizer, run
 
     assert new_layer_positions(6, 3) == [2, 5, 8] and new_layer_positions(6, 2) == [3, 7]
-    base = dllm.load("dllm-tiny")
+    base = dllm.load("dllm-tiny-lists")
     n = len(base.tokenizer)
     rows = list(common.load_records("tasks:waiting_line/sort:8"))
-    grown = expand(grow_tokenizer(dllm.load("dllm-tiny"), "printable", 0, rows, "random", seed=0), 3, seed=0)
+    grown = expand(grow_tokenizer(dllm.load("dllm-tiny-lists"), "printable", 0, rows, "random", seed=0), 3, seed=0)
     assert grown.core.cfg.num_layers == 9 and [b.self_attn.layer for b in grown.core.layers] == list(range(9))
     ids = base.tokenizer(rows[0]["prompt"])["input_ids"]
     x = torch.tensor([ids + [base.mask_token_id] * 16])
@@ -399,7 +399,7 @@ def test_block_expansion_starts_as_the_old_model_and_trains_only_what_is_new(tmp
     assert torch.equal(new.argmax(-1), old.argmax(-1))  # new tokens' logits start near zero: greedy text unchanged
 
     data, out = "tasks:waiting_line/sort:8", tmp_path / "x"
-    kw = dict(init="dllm-tiny", alphabet="printable", new_rows="random", expand_layers=3,
+    kw = dict(init="dllm-tiny-lists", alphabet="printable", new_rows="random", expand_layers=3,
               train=dict(max_steps=4, batch_size=4, save_every=1, log_every=1, warmup_steps=1, lr=1e-2,
                          weight_decay=0.5))
     code = KILL_AFTER_CHECKPOINT_3 + f"run({data!r}, {str(out)!r}, **{kw!r})"
@@ -421,7 +421,7 @@ def test_block_expansion_starts_as_the_old_model_and_trains_only_what_is_new(tmp
     assert t.layers[2].self_attn.o_proj.weight.abs().sum() > 0  # the new blocks learned
     # a next stage from the shipped model (expanded_from): no blocks added, the same ones frozen
     # (old_rows=unseen: the rows of old tokens the sort rows never use train too, the used ones stay)
-    nxt = run(data, str(tmp_path / "n"), init=str(out / "final" / "model"), expanded_from="dllm-tiny",
+    nxt = run(data, str(tmp_path / "n"), init=str(out / "final" / "model"), expanded_from="dllm-tiny-lists",
               expand_layers=3, distill=1.0, old_rows="unseen", train=dict(kw["train"], max_steps=2))
     n2 = dllm.load(str(nxt / "final" / "model")).core
     assert n2.cfg.num_layers == 9 and len(n2.embed_tokens.weight) == len(t.embed_tokens.weight)
@@ -440,24 +440,24 @@ def test_block_expansion_starts_as_the_old_model_and_trains_only_what_is_new(tmp
     tina, marked = vocab["Tina"], vocab["\u2581\"Tina"]
     twins = marked_twins(base.tokenizer, [tina, vocab["["]], {marked})
     assert twins == {tina: marked}
-    fresh = dllm.load("dllm-tiny").core
+    fresh = dllm.load("dllm-tiny-lists").core
     copy_twin_rows(fresh, twins)
     w, w0 = fresh.embed_tokens.weight, b.embed_tokens.weight
     assert torch.equal(w[tina], w0[marked]) and torch.equal(w[vocab["["]], w0[vocab["["]])
     assert torch.equal(fresh.lm_head.weight, b.lm_head.weight)  # the output rows stay
     with pytest.raises(DllmError, match="old_rows must be 'frozen' or 'unseen'"):
-        run(data, str(tmp_path / "h"), init="dllm-tiny", old_rows="unseen")
+        run(data, str(tmp_path / "h"), init="dllm-tiny-lists", old_rows="unseen")
     with pytest.raises(DllmError, match="answer_tokens must be 'alone' or 'after_prompt'"):
-        run(data, str(tmp_path / "h"), init="dllm-tiny", answer_tokens="joined")
+        run(data, str(tmp_path / "h"), init="dllm-tiny-lists", answer_tokens="joined")
     assert not torch.equal(n2.layers[5].mlp.down_proj.weight, t.layers[5].mlp.down_proj.weight)
     with pytest.raises(DllmError, match="expanded_from names the model init was expanded from"):
-        run(data, str(tmp_path / "v"), init="dllm-tiny", expanded_from="dllm-tiny")
+        run(data, str(tmp_path / "v"), init="dllm-tiny-lists", expanded_from="dllm-tiny-lists")
     with pytest.raises(DllmError, match="expand_layers must be a non-negative integer, given with init"):
         run("tasks:waiting_line/sort:8", str(tmp_path / "y"), arch=ARCH, expand_layers=2)
     with pytest.raises(DllmError, match=r"expand_layers must be an integer in \[0, 6\]"):
-        run("tasks:waiting_line/sort:8", str(tmp_path / "z"), init="dllm-tiny", expand_layers=7)
+        run("tasks:waiting_line/sort:8", str(tmp_path / "z"), init="dllm-tiny-lists", expand_layers=7)
     with pytest.raises(DllmError, match="new_rows must be 'pieces' or 'random'"):
-        run("tasks:waiting_line/sort:8", str(tmp_path / "w"), init="dllm-tiny", new_rows="zeros")
+        run("tasks:waiting_line/sort:8", str(tmp_path / "w"), init="dllm-tiny-lists", new_rows="zeros")
 
 
 def test_distillation_holds_the_model_to_its_init_on_the_rows_init_can_read(tmp_path):
@@ -466,9 +466,9 @@ def test_distillation_holds_the_model_to_its_init_on_the_rows_init_can_read(tmp_
     the teacher itself; a run logs it and refuses a resume with another weight."""
     from dllm.training.mdlm_sft import distill_kl, grow_tokenizer, run
 
-    base = dllm.load("dllm-tiny")
+    base = dllm.load("dllm-tiny-lists")
     rows = list(common.load_records("tasks:waiting_line/sort:8"))
-    grown = grow_tokenizer(dllm.load("dllm-tiny"), "printable", 0, rows, "random", seed=0)
+    grown = grow_tokenizer(dllm.load("dllm-tiny-lists"), "printable", 0, rows, "random", seed=0)
     mask = [base.mask_token_id] * 8
     ids = [base.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"][:6] + mask for r in rows[:3]]
     x = torch.tensor(ids)
@@ -486,7 +486,7 @@ def test_distillation_holds_the_model_to_its_init_on_the_rows_init_can_read(tmp_
     assert kl > 0
 
     data, out = "tasks:waiting_line/sort:8", tmp_path / "d"
-    kw = dict(init="dllm-tiny", alphabet="printable", new_rows="random", expand_layers=2, distill=1.0,
+    kw = dict(init="dllm-tiny-lists", alphabet="printable", new_rows="random", expand_layers=2, distill=1.0,
               train=dict(max_steps=2, batch_size=4, save_every=1, log_every=1, warmup_steps=1))
     run(data, str(out), **{**kw, "train": {**kw["train"], "max_steps": 1}})
     logged = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]

@@ -42,7 +42,7 @@ PB_TASKS = ["parallelbench/waiting_line/copy", "parallelbench/waiting_line/rever
 
 def grown_from_tiny(tok, rows: str):
     """dllm-tiny with ``tok``'s new tokens appended: rows at the mean of their pieces or random."""
-    m = load("dllm-tiny")
+    m = load("dllm-tiny-lists")
     old, core, n_old = m.tokenizer, m.core, m.core.embed_tokens.weight.shape[0]
     parts = [[p for p in old(tok.convert_ids_to_tokens(i).replace("\u2581", " "), add_special_tokens=False)["input_ids"]
               if p != old.unk_token_id] for i in range(n_old, len(tok))]
