@@ -13,9 +13,9 @@ Every old block, the final norm and every old token's rows stay frozen (their gr
 and, because AdamW's decoupled weight decay moves a parameter even with a zero gradient, the old rows
 are put back after each optimiser step). The old weights are kept exactly; the old behaviour is not
 guaranteed, since the new blocks write into the residual stream the frozen ones read (measured in
-bench/tiny_printable/expand.md: dllm-tiny's own tasks still fell).
+bench/tiny_printable/expand.md: dllm-tiny-lists's own tasks still fell).
 Used by ``recipe=tiny_printable_expand`` (issue 17): every full fine-tune
-of dllm-tiny that learned ParallelBench's format lost its own tasks (own-task accuracy 93 % -> 73 %
+of dllm-tiny-lists that learned ParallelBench's format lost its own tasks (own-task accuracy 93 % -> 73 %
 at lr 3e-4, -> 19 % at lr 1e-3 with copy strings), a 2.6 M-parameter model having no room for both.
 """
 
@@ -97,7 +97,7 @@ class FreezeOld:
     old token ids whose rows (input and output) train too — the tokens the old model never read or
     wrote. A BPE vocabulary holds many such tokens (merge steps, pieces only seen inside longer tokens):
     their rows are untrained noise, and a new format that writes one (ParallelBench's answer opens
-    '["', 'Tina' where dllm-tiny only ever wrote ' ["Tina') cannot be read or written through them."""
+    '["', 'Tina' where dllm-tiny-lists only ever wrote ' ["Tina') cannot be read or written through them."""
 
     def __init__(self, model, n_old_layers: int, k: int, n_old_vocab: int, free_rows=()):
         core = model.core

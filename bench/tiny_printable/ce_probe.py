@@ -1,11 +1,11 @@
-"""How far a printable-dllm-tiny run has got on the ParallelBench format before its accuracy moves:
+"""How far a printable-dllm-tiny-lists run has got on the ParallelBench format before its accuracy moves:
 the cross-entropy (nats a token) and argmax accuracy of the answers' content tokens (end-of-text
 padding left out) with a fraction r of the answer masked, for a few tasks, on 16 train items each.
 One forward per (task, r): a minute on one core. Appends one row to a markdown table.
 
     python bench/tiny_printable/ce_probe.py runs/dllm-tiny-printable-short --out bench/tiny_printable/expand.md
 
-A model that copies has near-zero loss at every r on ``copy`` (dllm-tiny on its own copy: 0.001);
+A model that copies has near-zero loss at every r on ``copy`` (dllm-tiny-lists on its own copy: 0.001);
 a model that only knows the format sits near log(number of names).
 """
 

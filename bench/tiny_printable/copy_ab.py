@@ -1,4 +1,4 @@
-"""Can a grown dllm-tiny learn to copy its new tokens? A short training run per arm (issue 17).
+"""Can a grown dllm-tiny-lists learn to copy its new tokens? A short training run per arm (issue 17).
 
     python bench/tiny_printable/copy_ab.py <grown model> --start run|mean|random --data pb|short|random
         [--steps 600] [--lr 3e-4] [--batch 32] [--threads 2] [--out bench/tiny_printable/copy_ab.md]
@@ -12,7 +12,7 @@ accuracy on the new tokens of 12 ``parallelbench/waiting_line/copy`` test items 
 masked, the rest shown) in the official prompt and in dllm's own short format (``copy: [...]``), and
 the accuracy of copying random token strings (``copy: <ids>`` -> the same ids, all of them masked).
 
-``--start``: ``run`` continues the given checkpoint; ``mean`` / ``random`` grow dllm-tiny to the
+``--start``: ``run`` continues the given checkpoint; ``mean`` / ``random`` grow dllm-tiny-lists to the
 checkpoint's tokenizer with the new rows at the mean of their pieces' rows / drawn at the old rows' std.
 ``--data``: ``pb`` the ParallelBench copy/reverse/sort/insert_index items with dllm's own copy/reverse;
 ``short`` dllm's own copy/reverse format with ParallelBench's names; ``random`` 3/4 random-string
@@ -41,7 +41,7 @@ PB_TASKS = ["parallelbench/waiting_line/copy", "parallelbench/waiting_line/rever
 
 
 def grown_from_tiny(tok, rows: str):
-    """dllm-tiny with ``tok``'s new tokens appended: rows at the mean of their pieces or random."""
+    """dllm-tiny-lists with ``tok``'s new tokens appended: rows at the mean of their pieces or random."""
     m = load("dllm-tiny-lists")
     old, core, n_old = m.tokenizer, m.core, m.core.embed_tokens.weight.shape[0]
     parts = [[p for p in old(tok.convert_ids_to_tokens(i).replace("\u2581", " "), add_special_tokens=False)["input_ids"]
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--old-vocab", type=int, default=400, help="ids below are the parent's (dllm-tiny: 400)")
+    ap.add_argument("--old-vocab", type=int, default=400, help="ids below are the parent's (dllm-tiny-lists: 400)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/tiny_printable/copy_ab.md")
     args = ap.parse_args()

@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--task", default="parallelbench/waiting_line/copy")
     ap.add_argument("--canvas", type=int, default=64)
     ap.add_argument("--items", type=int, default=12)
-    ap.add_argument("--old-vocab", type=int, default=400, help="ids below are the parent's (dllm-tiny: 400)")
+    ap.add_argument("--old-vocab", type=int, default=400, help="ids below are the parent's (dllm-tiny-lists: 400)")
     args = ap.parse_args()
     m = load(args.model)
     tok, eos = m.tokenizer, m.tokenizer.eos_token_id

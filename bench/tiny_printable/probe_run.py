@@ -1,9 +1,9 @@
-"""Probe a running printable-dllm-tiny run's checkpoint: dllm's own twelve tasks (gen 32) and four
+"""Probe a running printable-dllm-tiny-lists run's checkpoint: dllm's own twelve tasks (gen 32) and four
 ParallelBench-format tasks (gen 48), one token per forward, and append one row to a markdown table.
 
     python bench/tiny_printable/probe_run.py runs/dllm-tiny-printable-x3 --out bench/tiny_printable/expand.md
 
-The checkpoint is copied first (the run rewrites it every 50 steps). dllm-tiny's own-task figures
+The checkpoint is copied first (the run rewrites it every 50 steps). dllm-tiny-lists's own-task figures
 (its card, 100 items) are the bar: within 2 points on each task.
 """
 
@@ -27,7 +27,7 @@ PB = ["parallelbench/waiting_line/copy", "parallelbench/waiting_line/reverse",
 CARD = {"waiting_line/copy": 100, "waiting_line/reverse": 100, "waiting_line/sort": 79, "waiting_line/shuffle": 14,
         "waiting_line/insert_index": 99, "waiting_line/insert_random": 36, "waiting_line/remove_index": 100,
         "waiting_line/remove_random": 39, "waiting_line/replace_index": 96, "waiting_line/replace_random": 28,
-        "latin_square/4x4": 97, "sudoku/4x4": 97}  # dllm-tiny's card, one token per forward, 100 items
+        "latin_square/4x4": 97, "sudoku/4x4": 97}  # dllm-tiny-lists's card, one token per forward, 100 items
 
 
 def load_run(src: Path):
