@@ -301,3 +301,19 @@ def test_bench_reads_the_benchmark_items_from_data_dir(tmp_path):
                         f"data_dir={tmp_path}/items", "n_items=3", f"out_dir={tmp_path}/c"], capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 2 and "n must be <= 2" in r.stderr, r.stderr  # the folder's two items are what it reads
+
+
+def test_the_default_model_writes_the_benchmark_and_its_parent_cannot():
+    """dllm-tiny (issue 17) reads and writes every ParallelBench prompt and reference exactly (no unknown
+    token, decode(encode(text)) == text); dllm-tiny-lists, the default before it, loses characters."""
+    from dllm.loading import load
+
+    new, old = load("dllm-tiny").tokenizer, load("dllm-tiny-lists").tokenizer
+    texts = []
+    for name in PARALLELBENCH_TASKS:
+        for item in get_task(name).items("test", 5):
+            texts += [m["content"] for m in item.meta["messages"]] + [item.prompt, item.reference]
+    for text in texts:
+        ids = new(text, add_special_tokens=False)["input_ids"]
+        assert new.unk_token_id not in ids and new.decode(ids) == text, text
+    assert any(old.decode(old(t, add_special_tokens=False)["input_ids"]) != t for t in texts)

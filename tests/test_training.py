@@ -495,3 +495,28 @@ def test_distillation_holds_the_model_to_its_init_on_the_rows_init_can_read(tmp_
         run(data, str(out), **{**kw, "distill": 2.0})
     with pytest.raises(DllmError, match="distill must be a non-negative weight, given with init"):
         run(data, str(tmp_path / "e"), arch=ARCH, distill=1.0)
+
+
+def test_the_shipped_default_keeps_its_parent_frozen():
+    """dllm-tiny's card claims: block expansion of dllm-tiny-lists (new blocks at 2, 5, 8), whose six blocks
+    and final norm are bit for bit the parent's, and 152 of the parent's 400 token rows (the rows its own
+    tasks use; old_rows: unseen trained the other 248)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from dllm.loading import source
+
+    new = load_file(str(Path(source("dllm-tiny")) / "model.safetensors"))
+    old = load_file(str(Path(source("dllm-tiny-lists")) / "model.safetensors"))
+    moved = [i for i in range(9) if i not in (2, 5, 8)]  # old block i -> new block moved[i]
+    for key, w in old.items():
+        parts = key.split(".")
+        if "blocks" in parts:
+            k = parts.index("blocks") + 1
+            parts[k] = str(moved[int(parts[k])])
+        v = new[".".join(parts)]
+        if key in ("model.transformer.wte.weight", "model.transformer.ff_out.weight"):
+            assert int((v[: w.shape[0]] == w).all(dim=1).sum()) == 152, key
+        else:
+            assert torch.equal(v, w), key
