@@ -8,6 +8,7 @@ outputs), so machine noise hits every sampler alike and speed ratios within one 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 from tqdm import tqdm
@@ -93,7 +94,7 @@ def pareto_plot(result: dict[str, dict[str, dict]], path: Path, title: str) -> N
                     fontsize=8)
     ax.set_xlabel("tokens per forward (answer area)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=10)  # a long title wraps, not cut at the edge
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
