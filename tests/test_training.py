@@ -509,7 +509,10 @@ def test_the_shipped_default_keeps_its_parent_frozen():
 
     new = load_file(str(Path(source("dllm-tiny")) / "model.safetensors"))
     old = load_file(str(Path(source("dllm-tiny-lists")) / "model.safetensors"))
-    moved = [i for i in range(9) if i not in (2, 5, 8)]  # old block i -> new block moved[i]
+    from dllm.training.expand import new_layer_positions
+
+    added = new_layer_positions(6, 3)  # [2, 5, 8]
+    moved = [i for i in range(9) if i not in added]  # old block i -> new block moved[i]
     for key, w in old.items():
         parts = key.split(".")
         if "blocks" in parts:
