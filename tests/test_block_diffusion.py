@@ -7,11 +7,12 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import dllm
 from dllm.errors import DllmError
 from dllm.testing import tiny_checkpoint, tiny_model
-from dllm.training.block_diffusion import adapt, bd_attention_mask, block_masks, encode_dataset, run
+from dllm.training.block_diffusion import adapt, bd_attention_mask, bd_loss, block_masks, encode_dataset, run
 from dllm.training.common import collate
 
 
@@ -110,6 +111,46 @@ def test_training_mask_matches_direct_construction():
     assert row[:12].nonzero().flatten().tolist() == [4, 5, 6, 7]
     assert row[12:].nonzero().flatten().tolist() == [0, 1, 2, 3]
     assert not got[1, 0, 12:, :12].any()  # clean never sees noisy
+
+
+def test_training_mask_without_the_prompt_blocks_of_the_noisy_half():
+    valid = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1], [1] * 12], dtype=torch.bool)
+    positions = (valid.long().cumsum(-1) - 1).clamp_min(0)
+    keep = torch.tensor(list(range(4, 12)) + list(range(12, 24)))  # noisy columns 4.. and the whole clean half
+    want = direct_bd_mask(positions, valid, 4)[:, :, keep][..., keep]
+    assert torch.equal(bd_attention_mask(positions, valid, 4, start=4), want)
+
+
+def plain_bd_loss(model, ids, positions, valid, answer, gen, mask_id, block):
+    """The recipe's loss in its plain form: 2L columns, logits at every noisy column, then the masked ones."""
+    mask, comp = block_masks(positions, answer, block, gen)
+    masked, clean, pos = torch.cat([mask, comp]), torch.cat([ids, ids]), torch.cat([positions, positions])
+    inputs = torch.cat([clean.masked_fill(masked, mask_id), clean], 1)
+    attn = direct_bd_mask(pos, torch.cat([valid, valid]), block)
+    logits = model.core(inputs, torch.cat([pos, pos], 1), attn)[:, :ids.shape[1] - 1]
+    target = masked[:, 1:]
+    return F.cross_entropy(logits[target], clean[:, 1:][target])
+
+
+@pytest.mark.parametrize("prompts,dropped", [(["the cat sat on the mat today", "a b"], 4),  # prompt block 0 dropped
+                                             (["one two three four", "x y z w"], 0)])  # column 3 predicts the answer
+def test_loss_skipping_prompt_blocks_and_unmasked_logits_equals_the_plain_loss(parents, prompts, dropped):
+    """bd_loss drops the noisy copy of whole prompt blocks and projects only the masked columns onto
+    the vocabulary: the loss and its gradients are the plain form's."""
+    model = adapt(dllm.load(parents["llama"]), 4)
+    rows = [{"prompt": p, "response": r} for p, r in zip(prompts, ["on a big red dog", "one two three four five"])]
+    examples, _ = encode_dataset(rows, model.tokenizer, 4, 32, 64)
+    batch = collate(examples, model.pad_token_id, "cpu", align=4)
+    assert (int(batch[3].float().argmax(1).min()) - 1) // 4 * 4 == dropped  # noisy columns bd_loss leaves out
+    losses, grads = [], []
+    for fn in (bd_loss, plain_bd_loss):
+        model.core.zero_grad()
+        loss = fn(model, *batch, torch.Generator().manual_seed(5), model.mask_token_id, 4)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.core.parameters() if p.grad is not None]))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
 def test_complementary_masks_and_block_alignment():

@@ -43,16 +43,17 @@ from dllm.training.fit import TrainConfig, fit
 MASK_TOKEN = "|<MASK>|"  # added when the parent's tokenizer has no mask token (as Fast-dLLM v2 does)
 
 
-def bd_attention_mask(positions: torch.Tensor, valid: torch.Tensor, block_size: int) -> torch.Tensor:
-    """positions, valid [B, L] of one half -> bool [B, 1, 2L, 2L] over [noisy ; clean], True = may attend."""
+def bd_attention_mask(positions: torch.Tensor, valid: torch.Tensor, block_size: int, start: int = 0) -> torch.Tensor:
+    """positions, valid [B, L] of the clean half; the noisy half is its columns ``start``.. (N = L − start)
+    -> bool [B, 1, N + L, N + L] over [noisy ; clean], True = may attend."""
     blk = positions // block_size  # [B, L]
-    q, k = blk[:, :, None], blk[:, None, :]  # [B, L, 1], [B, 1, L]
-    nn_ = q == k  # noisy -> noisy: same block
-    nc = k < q  # noisy -> clean: strictly earlier blocks
-    cc = k <= q  # clean -> clean: block-causal
-    cn = torch.zeros_like(nn_)  # clean -> noisy: never
-    allowed = torch.cat([torch.cat([nn_, nc], -1), torch.cat([cn, cc], -1)], 1)  # [B, 2L, 2L]
-    keys = torch.cat([valid, valid], -1)[:, None, :]  # [B, 1, 2L]
+    nb = blk[:, start:]  # [B, N]
+    nn_ = nb[:, :, None] == nb[:, None, :]  # noisy -> noisy: same block
+    nc = blk[:, None, :] < nb[:, :, None]  # noisy -> clean: strictly earlier blocks
+    cc = blk[:, None, :] <= blk[:, :, None]  # clean -> clean: block-causal
+    cn = torch.zeros(nc.shape[0], nc.shape[2], nc.shape[1], dtype=torch.bool, device=nc.device)  # clean -> noisy: never
+    allowed = torch.cat([torch.cat([nn_, nc], -1), torch.cat([cn, cc], -1)], 1)  # [B, N+L, N+L]
+    keys = torch.cat([valid[:, start:], valid], -1)[:, None, :]  # [B, 1, N+L]
     allowed = allowed & keys
     empty = ~allowed.any(-1, keepdim=True)  # padding queries: any valid key, output ignored
     return (allowed | (empty & keys))[:, None]
@@ -114,19 +115,33 @@ def block_masks(positions, answer, block_size: int, gen: torch.Generator, eps: f
 
 
 def bd_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id: int, block_size: int):
-    """Both views in one forward of 2B rows × 2L columns; token-mean CE over the masked tokens."""
+    """Both views in one forward of 2B rows; token-mean CE over the masked tokens.
+
+    Two savings that leave the loss unchanged (tests/test_block_diffusion.py checks it and its
+    gradients against the plain 2L-column, every-logit form):
+    - the noisy half starts at the block holding the column that predicts the first answer token
+      (``collate`` aligns blocks to columns, so every earlier block is prompt or padding in every row):
+      nothing reads those noisy columns, and a noisy prompt block equals its clean copy;
+    - the vocabulary projection runs only on the columns whose next token is masked (about a quarter
+      of the noisy half; with SmolLM2's 49k vocabulary it is the largest single matmul of the step)."""
     mask, comp = block_masks(positions, answer, block_size, gen)
     masked = torch.cat([mask, comp])  # [2B, L]
     clean = torch.cat([ids, ids])
-    noisy = clean.masked_fill(masked, mask_id)
     pos = torch.cat([positions, positions])
-    inputs = torch.cat([noisy, clean], 1)  # [2B, 2L]
-    attn = bd_attention_mask(pos, torch.cat([valid, valid]), block_size)
-    core = model.module.core if hasattr(model, "module") else model.core
     length = ids.shape[1]
-    logits = core(inputs, torch.cat([pos, pos], 1), attn, out=slice(0, length - 1))  # [2B, L-1, V]: column i -> i+1
-    target = masked[:, 1:]
-    return F.cross_entropy(logits[target], clean[:, 1:][target])
+    first = int(torch.where(answer.any(1), answer.float().argmax(1), length).min())  # first answer column of any row
+    start = max(first - 1, 0) // block_size * block_size  # the block of the column that predicts it
+    noisy = clean[:, start:].masked_fill(masked[:, start:], mask_id)  # [2B, N]
+    inputs = torch.cat([noisy, clean], 1)  # [2B, N + L]
+    attn = bd_attention_mask(pos, torch.cat([valid, valid]), block_size, start)
+    target = masked[:, 1:]  # [2B, L-1]: column i predicts the token at i+1 (AR shift)
+    count = target.sum(1)  # [2B]
+    width = max(int(count.max()), 1)
+    order = torch.sort((~target).to(torch.int8), dim=1, stable=True).indices[:, :width]  # target columns first
+    keep = torch.arange(width, device=ids.device)[None] < count[:, None]  # [2B, W]
+    core = model.module.core if hasattr(model, "module") else model.core
+    logits = core(inputs, torch.cat([pos[:, start:], pos], 1), attn, out=(order - start).clamp_min(0))  # [2B, W, V]
+    return F.cross_entropy(logits[keep], clean[:, 1:].gather(1, order)[keep])
 
 
 @dataclass
