@@ -100,6 +100,21 @@ def test_trajectories_refuse_to_resume_other_settings(teacher, tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_trajectories_where_keeps_the_listed_rows_and_is_a_setting(teacher, tmp_path):
+    """``where`` with a list value keeps the rows whose column is any of it; a rerun with another
+    ``where`` is refused, a rerun without one into a folder recorded before the key is not."""
+    out = trajectories(str(teacher), DATA, str(tmp_path / "w"), gen_length=8, block_length=8, batch_size=24,
+                       where={"task": ["sudoku/4x4"]})
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {r["task"] for r in rows} == {"sudoku/4x4"}
+    assert json.loads((out / "meta.json").read_text())["where"] == {"task": ["sudoku/4x4"]}
+    with pytest.raises(DllmError, match=r"where"):
+        trajectories(str(teacher), DATA, str(out), gen_length=8, block_length=8, batch_size=24,
+                     where={"task": ["waiting_line/reverse"]})
+    with pytest.raises(DllmError, match=r"where=\{'task': \['nope'\]\} keeps none of the 24 data rows"):
+        trajectories(str(teacher), DATA, str(tmp_path / "n"), gen_length=8, block_length=8, where={"task": ["nope"]})
+
+
 def test_two_steps_with_lora_and_the_loss_falls_on_a_fixed_batch(teacher, tmp_path):
     traj = trajectories(str(teacher), DATA, str(tmp_path / "t"), gen_length=16, block_length=8, batch_size=24)
     out = run(str(traj), str(teacher), str(tmp_path / "s"), block_length=8,

@@ -36,14 +36,17 @@ def load_records(data: str, split: str = "train"):
 
 
 def select_rows(rows, where: dict | None) -> list[dict]:
-    """The rows whose columns equal every value of ``where`` (None: all rows); one line naming a
-    column the data lacks, and an error when nothing is left."""
+    """The rows whose columns equal every value of ``where`` (a list value: any of its items; None: all
+    rows); one line naming a column the data lacks, and an error when nothing is left."""
     rows = list(rows)
     if not where:
         return rows
     for key in where:
         check(not rows or key in rows[0], f"where: the data has no column {key!r}; its columns are {sorted(rows[0])}")
-    kept = [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+    def matches(value, want) -> bool:
+        return value in want if isinstance(want, (list, tuple)) else value == want
+
+    kept = [r for r in rows if all(matches(r.get(k), v) for k, v in where.items())]
     check(bool(kept), f"where={dict(where)} keeps none of the {len(rows)} data rows")
     return kept
 

@@ -64,14 +64,18 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def run(teacher: str, data: str, output_dir: str, gen_length: int = 32, block_length: int = 32,
-        batch_size: int = 64, cache: str = "none") -> Path:
+        batch_size: int = 64, cache: str = "none", where: dict | None = None) -> Path:
+    """``where`` keeps only the data rows whose columns match it (training/common.py's ``select_rows``:
+    ``{split: train}``, or a list of allowed values); it is part of the run's settings."""
     check(batch_size > 0, f"batch_size must be a positive integer, got {batch_size}")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load(teacher)
     tok = model.tokenizer
-    records = list(common.load_records(data))
+    records = common.select_rows(common.load_records(data), where)
     fixed = {"teacher": teacher, "data": data, "gen_length": gen_length, "block_length": block_length, "cache": cache}
+    if where:  # recorded only when set: runs from before the key resume unchanged
+        fixed["where"] = dict(where)
     resume.check_settings(out / "rows.jsonl", fixed)  # a rerun resumes only the same run
     resume.write_settings(out / "rows.jsonl", fixed)
     done = read_rows(out / "rows.jsonl")
@@ -100,7 +104,7 @@ def run(teacher: str, data: str, output_dir: str, gen_length: int = 32, block_le
     scored = [r["correct"] for r in rows if r.get("correct") is not None]
     (out / "meta.json").write_text(json.dumps({"teacher": teacher, "tokenizer": tokenizer_fingerprint(tok),
                                                "data": data, "gen_length": gen_length, "block_length": block_length,
-                                               "cache": cache,
+                                               "cache": cache, "where": where,
                                                "sampler": "llada (one token per forward, greedy)",
                                                "rows": len(records), "scored": len(scored),
                                                "teacher_accuracy": 100.0 * sum(scored) / max(len(scored), 1)},
