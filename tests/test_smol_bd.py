@@ -126,3 +126,35 @@ def test_shipped_model_block_cache_equals_no_cache():
     cached = dllm.generate(model, prompt, sampler, gen_length=32, cache="block")
     plain = dllm.generate(model, prompt, sampler, gen_length=32, cache="none")
     assert cached.ids[0].tolist() == plain.ids[0].tolist()
+
+
+def test_bench_smol_runs_every_dtype_threshold_and_cache(student, tmp_path):
+    """The bench command end to end on the tiny parent and its two-step student: one row per
+    (dtype, threshold, cache) and batch, the parent's row at 100 % agreement, the files written."""
+    from hydra import compose, initialize_config_module
+
+    from dllm.apps import bench_smol
+
+    parent, out = student
+    held = [{"prompt": "the cat sat on", "source": "general", "split": "heldout"},
+            {"prompt": "Sort these: b a", "source": "lists/sort", "reference": "a b", "split": "heldout"},
+            {"prompt": "What is 2 + 2?", "source": "gsm8k", "reference": "4", "split": "heldout"},
+            {"prompt": "a training prompt", "source": "general", "split": "train"}]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in held))
+    with initialize_config_module("dllm.conf", version_base=None):
+        cfg = compose("bench_smol", overrides=[
+            f"student={out / 'final' / 'model'}", f"parent={parent}", f"prompts_file={prompts}", "n_prompts=3",
+            "decode.gen_length=8", "thresholds=[0.9]", "sub_block_length=2", "batch_sizes=[1,2]",
+            "student_dtypes=[float32,bfloat16]", "threads=1", f"out_dir={tmp_path / 'bench'}"])
+    bench_smol.run(cfg)
+    table = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert len(table) == 2 * (1 + 2 * 2)  # per batch: the parent, then 2 dtypes x 1 threshold x 2 caches
+    assert {(t["dtype"], t["cache"]) for t in table if t["threshold"]} == {
+        (d, c) for d in ("float32", "bfloat16") for c in ("block", "sub_block")}
+    parents = [t for t in table if t["threshold"] is None]
+    assert [t["batch"] for t in parents] == [1, 2] and all(t["agree_pct"] == 100.0 for t in parents)
+    assert all(t["tok_per_fwd"] > 0 and t["tok_s"] > 0 for t in table)
+    md = (tmp_path / "bench" / "bench.md").read_text()
+    assert "(3 held-out prompts: 2 scored; gen 8" in md and "cache=sub_block bfloat16" in md
+    assert (tmp_path / "bench" / "pareto.png").stat().st_size > 0

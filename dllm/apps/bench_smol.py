@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -80,19 +81,23 @@ def run(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.threads)
     decode_kw = OmegaConf.to_container(cfg.decode, resolve=True)
     rows = heldout_prompts(cfg.prompts_file, cfg.n_prompts)
-    parent, student = dllm.load(cfg.parent), dllm.load(cfg.student)
+    parent = dllm.load(cfg.parent, dtype=cfg.parent_dtype)
     check(parent.autoregressive, f"parent must be autoregressive; {cfg.parent} is not")
+    check(len(cfg.student_dtypes) > 0, "student_dtypes must list at least one dtype (float32, bfloat16, ...)")
+    # one copy of the student per dtype: bf16 matmuls run on the CPU's AMX units, where a block-wide
+    # forward costs about what a one-token forward does (the regime a GPU gives block diffusion)
+    students = {dt: dllm.load(cfg.student, dtype=dt) for dt in cfg.student_dtypes}
     results = []
     for batch in cfg.batch_sizes:
         ref = decode(parent, rows, dllm.samplers.LLaDASampler(), batch, decode_kw, "block")
-        results.append({"decoder": f"AR parent ({cfg.parent}, KV cache)", "batch": batch, **ref})
-        runs = [(th, c) for th in cfg.thresholds for c in cfg.caches]
-        for th, cache in tqdm(runs, desc=f"student, batch {batch}"):
+        results.append({"decoder": f"AR parent ({cfg.parent}, KV cache, {cfg.parent_dtype})", "batch": batch, **ref})
+        runs = [(dt, th, c) for dt in cfg.student_dtypes for th in cfg.thresholds for c in cfg.caches]
+        for dt, th, cache in tqdm(runs, desc=f"student, batch {batch}"):
             sampler = dllm.samplers.ThresholdSampler(threshold=float(th), fallback="leftmost")
             kw = {**decode_kw, "block_length": cfg.sub_block_length} if cache == "sub_block" else decode_kw
-            r = decode(student, rows, sampler, batch, kw, cache)
-            results.append({"decoder": f"{cfg.student} threshold {th} cache={cache}", "batch": batch, "threshold": th,
-                            **r})
+            r = decode(students[dt], rows, sampler, batch, kw, cache)
+            results.append({"decoder": f"{cfg.student} threshold {th} cache={cache} {dt}", "batch": batch,
+                            "threshold": th, "cache": cache, "dtype": dt, **r})
     report(cfg, rows, results)
 
 
@@ -107,20 +112,21 @@ def report(cfg: DictConfig, rows: list[dict], results: list[dict]) -> None:
         parent_acc = [score(rows[i], parent["texts"][i]) for i in scored]
         tps, ptps = r["gen"] / max(r["wall"], 1e-9), parent["gen"] / max(parent["wall"], 1e-9)
         table.append({"decoder": r["decoder"], "batch": r["batch"], "threshold": r.get("threshold"),
+                      "cache": r.get("cache"), "dtype": r.get("dtype"),
                       "agree_pct": 100.0 * sum(a == b for a, b in zip(r["texts"], parent["texts"])) / len(rows),
                       "acc_pct": 100.0 * sum(acc) / max(len(acc), 1),
                       "acc_of_parent_pct": 100.0 * sum(acc) / max(sum(parent_acc), 1),
                       "tok_per_fwd": r["gen"] / max(r["nfe"], 1), "tok_s": tps, "vs_parent": tps / max(ptps, 1e-9)})
-    head = (f"# dllm-smol-bd vs its AR parent ({len(rows)} held-out prompts: {len(scored)} scored; gen "
+    head = (f"# {cfg.student} vs its AR parent ({len(rows)} held-out prompts: {len(scored)} scored; gen "
             f"{cfg.decode.gen_length}, greedy, {cfg.threads} CPU threads; one process, taking turns)")
-    lines = [head, "", "Command: `dllm bench_smol`", "",
+    lines = [head, "", f"Command: `{' '.join(['dllm bench_smol', *sys.argv[1:]])}`", "",
              "| decoder | batch | agree with parent % | acc % | acc / parent's | tok/fwd | tok/s | vs parent |",
              "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {t['decoder']} | {t['batch']} | {t['agree_pct']:.1f} | {t['acc_pct']:.1f} | "
               f"{t['acc_of_parent_pct']:.0f}% | {t['tok_per_fwd']:.2f} | {t['tok_s']:.1f} | {t['vs_parent']:.2f}x |"
               for t in table]
-    examples = ["", "## Examples (batch 1, threshold 0.9 block cache vs parent)", ""]
-    student = next((r for r in results if r["batch"] == cfg.batch_sizes[0] and r.get("threshold") == 0.9), None)
+    student = next((r for r in results if r["batch"] == cfg.batch_sizes[0] and r.get("threshold") is not None), None)
+    examples = ["", f"## Examples (batch {cfg.batch_sizes[0]}, {student['decoder'] if student else ''} vs parent)", ""]
     parent = results[0]
     for i in range(min(4, len(rows)) if student else 0):
         examples += [f"- **{rows[i]['prompt'][:100]}**", f"  - parent: {parent['texts'][i][:200]!r}",
@@ -147,12 +153,10 @@ def plot(table: list[dict], path: Path) -> None:
         print("matplotlib is missing (pip install -e '.[plots]'): no pareto.png")
         return
     fig, ax = plt.subplots(figsize=(6, 4))
-    for batch in sorted({t["batch"] for t in table}):
-        for cache in ("block", "sub_block"):
-            pts = sorted((t["vs_parent"], t["agree_pct"]) for t in table
-                         if t["batch"] == batch and t["threshold"] is not None and t["decoder"].endswith(f"={cache}"))
-            if pts:
-                ax.plot(*zip(*pts), marker="o", label=f"student, {cache} cache, batch {batch}")
+    for key in sorted({(t["batch"], t["cache"], t["dtype"]) for t in table if t["threshold"] is not None}):
+        pts = sorted((t["vs_parent"], t["agree_pct"]) for t in table
+                     if t["threshold"] is not None and (t["batch"], t["cache"], t["dtype"]) == key)
+        ax.plot(*zip(*pts), marker="o", label="student, {1} cache, {2}, batch {0}".format(*key))
     ax.axvline(1.0, color="gray", ls="--", lw=0.8)
     ax.set_xlabel("generated tokens/s ÷ AR parent's")
     ax.set_ylabel("agreement with the parent (%)")
