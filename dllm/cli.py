@@ -93,8 +93,8 @@ def check_composes(cmd: str, args: list[str]) -> str | None:
 
 
 def old_decode_spelling(args: list[str]) -> str | None:
-    """A decode setting written at the top level (``gen_length=64``, the spelling before the ``decode:``
-    node) gets the new spelling in its one line."""
+    """A decode setting written at the top level of a command without a ``decode:`` node (where
+    :func:`decode_shorthand` cannot place it) gets the ``decode.`` spelling in its one line."""
     from dllm.generate import DECODE_KEYS
 
     for arg in args:
@@ -102,6 +102,27 @@ def old_decode_spelling(args: list[str]) -> str | None:
         if sep and key.lstrip("+") in DECODE_KEYS:
             return f"{key.lstrip('+')} is a decode setting: write decode.{key.lstrip('+')}={value}"
     return None
+
+
+def decode_shorthand(cmd: str, args: list[str]) -> list[str]:
+    """``cache=block`` at the top level means ``decode.cache=block`` for a command whose config has a
+    ``decode:`` node and no top-level key of that name (``dllm generate model=smol_bd cache=block ...``);
+    ``decode.<key>`` stays the documented spelling."""
+    from dllm.generate import DECODE_KEYS
+
+    if not any(a.partition("=")[0] in DECODE_KEYS for a in args) or not (conf_dir() / f"{cmd}.yaml").exists():
+        return args
+    from hydra import compose, initialize_config_module
+
+    try:
+        with initialize_config_module("dllm.conf", version_base=None):
+            cfg = compose(cmd)
+    except Exception:  # noqa: BLE001  the composition check that follows reports it
+        return args
+    if "decode" not in cfg:
+        return args
+    return [f"decode.{a}" if a.partition("=")[0] in DECODE_KEYS and a.partition("=")[0] not in cfg else a
+            for a in args]
 
 
 def quote_text_overrides(args: list[str]) -> list[str]:
@@ -137,7 +158,7 @@ def main() -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
-    overrides = quote_text_overrides(args[1:])
+    overrides = decode_shorthand(cmd, quote_text_overrides(args[1:]))
     problem = check_composes(cmd, overrides)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

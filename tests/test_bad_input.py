@@ -57,8 +57,8 @@ CLI_CASES = [  # (args, words the one line must hold)
     (["generate", "prompt=hi", "model.dtype=f7"], ["dtype", "float32"]),
     (["generate", "prompt=hi", "+model.block_size=abc"], ["model.block_size", "integer"]),
     (["generate", "prompt=hi", "decode.gen_lenght=64"], ["gen_lenght"]),
-    (["generate", "prompt=hi", "gen_length=64"], ["decode.gen_length=64"]),  # the spelling before decode:
-    (["eval", "cache=dual"], ["decode.cache=dual"]),
+    (["generate", "prompt=hi", "gen_length=abc"], ["gen_length", "integer", "'abc'"]),  # shorthand for decode.
+    (["eval", "cache=duall"], ["cache", "duall"]),
     (["eval", "tasks=[waiting_line/reverse"], ["[waiting_line/reverse"]),
     (["generate", "prompt=hi", "sampler=nope"], ["sampler must be one of"]),
     (["generate", "prompt=hi", "model=nope"], ["model must be one of"]),

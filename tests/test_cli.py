@@ -1,5 +1,6 @@
 """The console script: commands run, bad input is one line (the configs themselves: test_configs.py)."""
 
+import json
 import subprocess
 import sys
 
@@ -92,3 +93,18 @@ def test_bench_without_matplotlib_is_one_line():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "dllm[plots]" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_top_level_decode_keys_are_shorthand_for_decode(checkpoints, tmp_path):
+    """``cache=dual gen_length=8`` (issue 14's command spelling) decodes exactly as ``decode.cache=dual
+    decode.gen_length=8`` does."""
+    outs = []
+    for spelling in (["cache=dual", "gen_length=8", "block_length=8"],
+                     ["decode.cache=dual", "decode.gen_length=8", "decode.block_length=8"]):
+        out = tmp_path / f"{len(outs)}.jsonl"
+        r = dllm_cli("generate", f"model.name_or_path={checkpoints['llada']}", "sampler=threshold", "prompt=the cat",
+                     *spelling, f"output={out}")
+        assert r.returncode == 0, r.stderr
+        row = json.loads(out.read_text())
+        outs.append({k: v for k, v in row.items() if "time" not in k and "second" not in k})  # timings differ
+    assert outs[0] == outs[1] and outs[0]["nfe"] >= 1
