@@ -43,6 +43,47 @@ def lora_tensors(core: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def set_lora(core: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """:func:`lora_tensors`' inverse: copy the factors into a peft-wrapped core's adapters. Every
+    adapter must be given and every factor used, each of its adapter's shape."""
+    modules = {name.removeprefix(PEFT_PREFIX): m for name, m in core.named_modules()
+               if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}
+    given = sorted({k.rsplit(".", 1)[0] for k in tensors})
+    check(given == sorted(modules), f"the adapter's modules ({len(given)}) are not this core's LoRA modules "
+                                    f"({len(modules)}): {sorted(set(given) ^ set(modules))[:4]} differ")
+    with torch.no_grad():
+        for name, module in modules.items():
+            for part in ("lora_A", "lora_B"):
+                weight, value = getattr(module, part)["default"].weight, tensors[f"{name}.{part}"]
+                check(weight.shape == value.shape, f"{name}.{part}: the adapter's factor is {tuple(value.shape)}, "
+                                                   f"this core's {tuple(weight.shape)}")
+                weight.copy_(value)
+
+
+def read_adapter(name_or_path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A published delta (a built-in name or a folder) or a LoRA run's ``final/`` / ``checkpoint/``
+    folder -> (its LoRA settings ``{r, alpha, targets}`` plus ``parent`` where recorded, its factors by
+    plain module name): what a run that continues training an adapter starts from."""
+    from safetensors.torch import load_file
+
+    from dllm.loading import source
+
+    folder = source(str(name_or_path))
+    if is_delta(folder):
+        meta = json.loads((folder / DELTA_JSON).read_text())
+        lora, file = {**meta["lora"], "parent": meta["parent"]}, folder / DELTA_TENSORS
+    elif (folder / "lora.json").exists():
+        lora, file = json.loads((folder / "lora.json").read_text()), folder / "lora.safetensors"
+    else:
+        raise DllmError(f"init_adapter {str(name_or_path)!r} is neither a delta checkpoint ({DELTA_JSON}) nor a "
+                        "LoRA run's final/ or checkpoint/ folder (lora.json)")
+    try:
+        tensors = load_file(str(file))
+    except Exception as e:
+        raise DllmError(f"{file} is missing or unreadable ({type(e).__name__})") from e
+    return lora, {k: v for k, v in tensors.items() if k.endswith((".lora_A", ".lora_B"))}
+
+
 def write_delta(folder: Path, *, parent: str, block_size: int, lora: dict, tensors: dict[str, torch.Tensor],
                 parent_vocab: int, vocab_size: int, mask_token: str) -> None:
     """Write a delta folder's two files (the caller makes the folder atomic)."""

@@ -11,6 +11,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+
+if __name__ == "kernels":
+    # This folder installs as ``dllm.kernels``; in a checkout whose root is on sys.path (``python -m`` there,
+    # pytest) it is also found as the plain ``kernels``: the name of the Hugging Face hub-kernels package that
+    # transformers >= 5.25 imports. Such an import gets that package (or the ImportError it gets without this
+    # folder), never this one: the import system returns what sys.modules holds once this file has run.
+    import importlib.machinery
+    import importlib.util
+    from pathlib import Path
+
+    _root = Path(__file__).resolve().parent.parent
+    _spec = importlib.machinery.PathFinder.find_spec(
+        "kernels", [p for p in sys.path if Path(p or ".").resolve() != _root])
+    if _spec is None:
+        del sys.modules["kernels"]
+        raise ImportError("No module named 'kernels' (this checkout's kernels/ folder is dllm.kernels)",
+                          name="kernels")
+    _hub = importlib.util.module_from_spec(_spec)
+    sys.modules["kernels"] = _hub
+    _spec.loader.exec_module(_hub)
 
 BACKENDS = ("auto", "torch", "triton")
 _forced: str | None = None

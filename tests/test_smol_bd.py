@@ -96,6 +96,34 @@ def test_where_names_a_missing_column(tmp_path):
             train=dict(max_steps=1))
 
 
+def test_init_adapter_continues_the_trained_adapter(student, tmp_path):
+    """train.init_adapter starts a new run's adapters at a trained run's (its final/ folder) or a
+    published delta's factors: at lr ~0 one more step leaves them where they were; a run whose LoRA
+    settings differ is refused in one line."""
+    from safetensors.torch import load_file
+
+    parent, out = student
+    before = load_file(str(out / "final" / "lora.safetensors"))
+    data = out.parent / "rows.jsonl"
+    train = dict(max_steps=1, batch_size=4, lr=1e-12, warmup_steps=0, lora_r=4, lora_alpha=8)
+    for source in (out / "final", publish(out, tmp_path / "delta")):
+        more = run(str(data), str(tmp_path / f"more-{source.name}"), init=str(parent), block_size=4,
+                   where={"split": "train"}, train=dict(train, init_adapter=str(source)))
+        after = load_file(str(more / "final" / "lora.safetensors"))
+        assert sorted(after) == sorted(before)
+        for k in before:
+            torch.testing.assert_close(after[k], before[k], rtol=0, atol=1e-6)
+    with pytest.raises(DllmError, match="init_adapter .* has LoRA"):
+        run(str(data), str(tmp_path / "r8"), init=str(parent), block_size=4, where={"split": "train"},
+            train=dict(train, lora_r=8, init_adapter=str(out / "final")))
+    with pytest.raises(DllmError, match="init_adapter continues a LoRA adapter"):
+        run(str(data), str(tmp_path / "full"), init=str(parent), block_size=4,
+            train=dict(train, lora_r=0, init_adapter=str(out / "final")))
+    with pytest.raises(DllmError, match="neither a delta checkpoint"):
+        run(str(data), str(tmp_path / "none"), init=str(parent), block_size=4,
+            train=dict(train, init_adapter=str(tmp_path)))
+
+
 def test_prompts_are_deterministic_and_split(monkeypatch, tmp_path):
     """The prompt file is a pure function of its seed; held-out prompts never appear in training."""
     from training import smol_prompts

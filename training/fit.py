@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from dllm.delta import lora_tensors
+from dllm.delta import lora_tensors, read_adapter, set_lora
 from dllm.errors import DllmError, check
 from dllm.loading import load, save_pretrained
 from dllm.training import common
@@ -50,6 +50,7 @@ class TrainConfig:
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: list(LINEAR_LAYERS))  # suffixes of the core's linears
     gradient_checkpointing: bool = False
+    init_adapter: str | None = None  # a delta or LoRA run folder whose adapter this run continues (needs lora_r)
     mixed_precision: str = "no"  # accelerate's: no | fp16 | bf16
 
     def __post_init__(self):
@@ -61,6 +62,8 @@ class TrainConfig:
             check(isinstance(value, int) and value > 0, f"{knob} must be a positive integer, got {value}")
         check(not self.lora_r or self.lora_r > 0,
               f"lora_r must be a positive integer (0 or null: full fine-tuning), got {self.lora_r}")
+        check(not self.init_adapter or bool(self.lora_r),
+              f"init_adapter continues a LoRA adapter: it needs lora_r > 0, got lora_r {self.lora_r}")
 
     def updated(self, changes: TrainConfig | dict | None) -> TrainConfig:
         """These settings with ``changes`` applied: a dict (a YAML ``train:`` node, a Python
@@ -162,6 +165,19 @@ def merged_copy(base):
                       eos_token_ids=base.eos_token_ids, pad_token_id=base.pad_token_id, shifted=base.shifted)
 
 
+def start_from_adapter(core, train: TrainConfig, init: str | None) -> None:
+    """Set a fresh peft core's factors to ``train.init_adapter``'s; its LoRA settings (and its parent,
+    where it records one) must be this run's."""
+    lora, tensors = read_adapter(train.init_adapter)
+    mine = {"r": train.lora_r, "alpha": float(train.lora_alpha), "targets": sorted(train.lora_targets or [])}
+    theirs = {"r": lora.get("r"), "alpha": float(lora.get("alpha", 0)), "targets": sorted(lora.get("targets", []))}
+    check(mine == theirs,
+          f"init_adapter {train.init_adapter!r} has LoRA {theirs}; this run's train settings are {mine}")
+    check(init is None or lora.get("parent") in (None, str(init)),
+          f"init_adapter {train.init_adapter!r} adapts {lora.get('parent')!r}, this run's init is {init!r}")
+    set_lora(core, tensors)
+
+
 def fit(recipe: Recipe, train: TrainConfig, output_dir: str) -> Path:
     """Train ``recipe`` with ``train``'s settings. Resumes from ``output_dir/checkpoint``; the final
     model lands in ``output_dir/final/model``."""
@@ -183,6 +199,8 @@ def fit(recipe: Recipe, train: TrainConfig, output_dir: str) -> Path:
         torch.manual_seed(train.seed)  # the adapters' initialisation follows the recipe's seed
         model.core = common.apply_lora(model.core, train.lora_r, train.lora_alpha, train.lora_dropout,
                                        list(train.lora_targets or []))
+        if train.init_adapter and not resumed:  # continue a trained adapter (a resume has its own)
+            start_from_adapter(model.core, train, getattr(recipe, "meta", {}).get("init"))
     model.core.gradient_checkpointing = train.gradient_checkpointing
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=train.lr,

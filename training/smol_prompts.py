@@ -9,6 +9,8 @@ Four sources, all offline and usable by the project:
   alphabetically by last name: ..."), scored by the answer list appearing in order;
 * ``general``: short general instructions written here as templates (facts, definitions,
   rewriting, lists), unscored: agreement with the parent is their measure;
+* ``instructions``: more of them, from ``training/smol_instructions.py``'s templates (training only,
+  appended after the rows above so that those keep their places);
 * reasoning-gym is left out: its generators are an optional extra the CI machine lacks, and the
   three sources above already cover arithmetic and list reasoning.
 
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from dllm.errors import check
 from dllm.eval.tasks.names import FIRST_NAMES, LAST_NAMES
+from training.smol_instructions import instruction_rows
 
 GSM8K_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k"
 
@@ -107,8 +110,10 @@ def general_rows(rng: random.Random) -> list[dict]:
 
 
 def build(seed: int = 0, n_gsm8k: int = 700, n_lists: int = 700, heldout_gsm8k: int = 50,
-          heldout_lists: int = 100, heldout_general: int = 50) -> list[dict]:
-    """Training rows first, then the held-out ones (a prefix of the file is a usable training set)."""
+          heldout_lists: int = 100, heldout_general: int = 50, n_instructions: int = 1000) -> list[dict]:
+    """Training rows first, then the held-out ones (a prefix of the file is a usable training set).
+    The ``instructions`` rows come last among the training rows, from their own random stream: the
+    rows written before they existed are unchanged, in the same order."""
     rng = random.Random(seed)
     train, held = gsm8k_rows("train", n_gsm8k), gsm8k_rows("test", heldout_gsm8k)
     lists = list_rows(rng, n_lists + heldout_lists)
@@ -116,6 +121,7 @@ def build(seed: int = 0, n_gsm8k: int = 700, n_lists: int = 700, heldout_gsm8k: 
     general = general_rows(rng)
     train, held = train + general[heldout_general:], held + general[:heldout_general]
     rng.shuffle(train)
+    train += instruction_rows(random.Random(seed + 1), n_instructions)
     return ([{**r, "response": "", "split": "train"} for r in train]
             + [{**r, "response": "", "split": "heldout"} for r in held])
 
