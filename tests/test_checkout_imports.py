@@ -4,6 +4,7 @@ of the Hugging Face hub-kernels package, which transformers >= 5.25 requires and
 import must get that package (or, where it is not installed, the ImportError it would get without
 the folder), while ``dllm.kernels`` stays ours."""
 
+import importlib.machinery
 import importlib.util
 import subprocess
 import sys
