@@ -31,23 +31,36 @@ def is_delta(folder: Path) -> bool:
     return (folder / DELTA_JSON).exists()
 
 
+def lora_modules(core: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """A peft-wrapped core's adapted linears by the plain core's module names."""
+    return {name.removeprefix(PEFT_PREFIX): m for name, m in core.named_modules()
+            if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file; a missing or truncated one is one line, not a SafetensorError traceback."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as e:
+        raise DllmError(f"{path} is missing or unreadable ({type(e).__name__})") from e
+
+
 def lora_tensors(core: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A peft-wrapped core -> {"<module>.lora_A": [r, in], "<module>.lora_B": [out, r]} by the plain
     core's module names."""
     out = {}
-    for name, module in core.named_modules():
-        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
-            plain = name.removeprefix(PEFT_PREFIX)
-            out[f"{plain}.lora_A"] = module.lora_A["default"].weight.detach().float().cpu().contiguous()
-            out[f"{plain}.lora_B"] = module.lora_B["default"].weight.detach().float().cpu().contiguous()
+    for plain, module in lora_modules(core).items():
+        out[f"{plain}.lora_A"] = module.lora_A["default"].weight.detach().float().cpu().contiguous()
+        out[f"{plain}.lora_B"] = module.lora_B["default"].weight.detach().float().cpu().contiguous()
     return out
 
 
 def set_lora(core: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """:func:`lora_tensors`' inverse: copy the factors into a peft-wrapped core's adapters. Every
     adapter must be given and every factor used, each of its adapter's shape."""
-    modules = {name.removeprefix(PEFT_PREFIX): m for name, m in core.named_modules()
-               if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})}
+    modules = lora_modules(core)
     given = sorted({k.rsplit(".", 1)[0] for k in tensors})
     check(given == sorted(modules), f"the adapter's modules ({len(given)}) are not this core's LoRA modules "
                                     f"({len(modules)}): {sorted(set(given) ^ set(modules))[:4]} differ")
@@ -64,8 +77,6 @@ def read_adapter(name_or_path: str | Path) -> tuple[dict, dict[str, torch.Tensor
     """A published delta (a built-in name or a folder) or a LoRA run's ``final/`` / ``checkpoint/``
     folder -> (its LoRA settings ``{r, alpha, targets}`` plus ``parent`` where recorded, its factors by
     plain module name): what a run that continues training an adapter starts from."""
-    from safetensors.torch import load_file
-
     from dllm.loading import source
 
     folder = source(str(name_or_path))
@@ -77,11 +88,7 @@ def read_adapter(name_or_path: str | Path) -> tuple[dict, dict[str, torch.Tensor
     else:
         raise DllmError(f"init_adapter {str(name_or_path)!r} is neither a delta checkpoint ({DELTA_JSON}) nor a "
                         "LoRA run's final/ or checkpoint/ folder (lora.json)")
-    try:
-        tensors = load_file(str(file))
-    except Exception as e:
-        raise DllmError(f"{file} is missing or unreadable ({type(e).__name__})") from e
-    return lora, {k: v for k, v in tensors.items() if k.endswith((".lora_A", ".lora_B"))}
+    return lora, {k: v for k, v in read_tensors(file).items() if k.endswith((".lora_A", ".lora_B"))}
 
 
 def write_delta(folder: Path, *, parent: str, block_size: int, lora: dict, tensors: dict[str, torch.Tensor],
@@ -109,18 +116,13 @@ def student_delta(student_core: torch.nn.Module, parent_vocab: int) -> dict[str,
 
 def load_delta(folder: Path, dtype: torch.dtype, device: str):
     """A delta folder -> the student DiffusionLM (parent + adaptation + rows + merged LoRA)."""
-    from safetensors.torch import load_file
-
     from dllm.loading import load, read_json
     from dllm.training.block_diffusion import adapt
 
     meta = read_json(folder / DELTA_JSON)
     for key in ("parent", "block_size", "lora", "parent_vocab", "vocab_size"):
         check(key in meta, f"{folder / DELTA_JSON} lacks {key!r}: not a dllm delta checkpoint")
-    try:
-        tensors = load_file(str(folder / DELTA_TENSORS))
-    except Exception as e:  # missing or truncated file: one line, not a SafetensorError traceback
-        raise DllmError(f"{folder / DELTA_TENSORS} is missing or unreadable ({type(e).__name__})") from e
+    tensors = read_tensors(folder / DELTA_TENSORS)
     model = load(meta["parent"], dtype=torch.float32, device="cpu")
     core = model.core
     check(core.embed_tokens.weight.shape[0] == meta["parent_vocab"],
