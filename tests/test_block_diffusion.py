@@ -143,7 +143,7 @@ def test_loss_skipping_prompt_blocks_and_unmasked_logits_equals_the_plain_loss(p
     batch = collate(examples, model.pad_token_id, "cpu", align=4)
     assert (int(batch[3].float().argmax(1).min()) - 1) // 4 * 4 == dropped  # noisy columns bd_loss leaves out
     losses, grads = [], []
-    for fn in (bd_loss, plain_bd_loss):
+    for fn in (lambda *a: bd_loss(*a)[0], plain_bd_loss):
         model.core.zero_grad()
         loss = fn(model, *batch, torch.Generator().manual_seed(5), model.mask_token_id, 4)
         loss.backward()
@@ -151,6 +151,36 @@ def test_loss_skipping_prompt_blocks_and_unmasked_logits_equals_the_plain_loss(p
         grads.append(torch.cat([p.grad.flatten() for p in model.core.parameters() if p.grad is not None]))
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_certainty_forcing_term_equals_the_plain_form(parents):
+    """lam > 0 adds λ × the mean entropy of softmax(logits / T) over the masked tokens whose argmax is
+    already the target, computed here from the plain form's logits at every noisy column."""
+    model = adapt(dllm.load(parents["llama"]), 4)
+    rows = [{"prompt": "the cat sat on the mat today", "response": "on a big red dog"},
+            {"prompt": "a b", "response": "one two three four five"}]
+    examples, _ = encode_dataset(rows, model.tokenizer, 4, 32, 64)
+    batch = collate(examples, model.pad_token_id, "cpu", align=4)
+    ids, positions, valid, answer = batch
+    with torch.no_grad():  # make some argmaxes right: the tiny random parent rarely is
+        model.core.lm_head.weight.mul_(0)
+        model.core.lm_head.weight[ids[0, -1]] += 1.0
+    mask, comp = block_masks(positions, answer, 4, torch.Generator().manual_seed(5))
+    masked, clean, pos = torch.cat([mask, comp]), torch.cat([ids, ids]), torch.cat([positions, positions])
+    inputs = torch.cat([clean.masked_fill(masked, model.mask_token_id), clean], 1)
+    with torch.no_grad():
+        logits = model.core(inputs, torch.cat([pos, pos], 1), direct_bd_mask(pos, torch.cat([valid, valid]), 4))
+    lg, tg = logits[:, :ids.shape[1] - 1][masked[:, 1:]], clean[:, 1:][masked[:, 1:]]
+    right = lg.argmax(-1) == tg
+    assert 0 < int(right.sum()) < len(tg)
+    logp = F.log_softmax(lg[right] / 0.5, -1)
+    ce, ent = F.cross_entropy(lg, tg), -(logp.exp() * logp).sum(-1).mean()
+    loss, parts = bd_loss(model, *batch, torch.Generator().manual_seed(5), model.mask_token_id, 4, lam=2.0)
+    torch.testing.assert_close(loss, ce + 2.0 * ent, rtol=1e-5, atol=1e-6)
+    assert parts["ce"] == pytest.approx(float(ce), rel=1e-5) and parts["entropy"] == pytest.approx(float(ent), rel=1e-5)
+    plain, none = bd_loss(model, *batch, torch.Generator().manual_seed(5), model.mask_token_id, 4)
+    torch.testing.assert_close(plain, ce, rtol=1e-5, atol=1e-6)
+    assert none == {}
 
 
 def test_complementary_masks_and_block_alignment():
@@ -196,6 +226,10 @@ def test_adapting_needs_an_ar_parent(tmp_path):
     v2 = tiny_checkpoint(tmp_path / "v2", "fast_dllm_v2")
     with pytest.raises(DllmError, match="init must be an autoregressive checkpoint"):
         run("tasks:waiting_line/copy:8", str(tmp_path / "o"), init=str(v2), block_size=8, train=dict(max_steps=1))
+    for bad, match in [(dict(lam=-1), "lam \\(the entropy weight λ\\) must be a number >= 0, got -1"),
+                       (dict(lam="x"), "lam .* got x"), (dict(temperature=0), "temperature must be > 0, got 0")]:
+        with pytest.raises(DllmError, match=match):
+            run("tasks:waiting_line/copy:8", str(tmp_path / "o"), init=str(v2), block_size=8, **bad)
 
 
 def test_inference_block_size_other_than_trained_warns(parents, tmp_path):

@@ -23,6 +23,11 @@ batch of B rows of length L:
 Our choice where the reference differs: the end-of-text padding up to the block boundary is
 supervised (the reference pads with MASK and ignores it), so the model learns to fill the rest of
 the last block with end-of-text in parallel, as LLaDA supervises its padding.
+
+Optional (``lam`` > 0, off by default): dParallel's certainty-forcing term (algorithms.md §8.1,
+:func:`dllm.training.certainty_forcing.certainty_loss`) added to the same masked tokens: λ times the
+entropy of softmax(logits / temperature) where the argmax already equals the target, so a threshold
+sampler finds more tokens above its threshold in one forward.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from dllm.loading import load
 from dllm.models.autoregressive import MASK_NAMES
 from dllm.training import common
 from dllm.training.ar_sft import AR_FAMILIES
+from dllm.training.certainty_forcing import certainty_loss
 from dllm.training.fit import TrainConfig, fit
 
 MASK_TOKEN = "|<MASK>|"  # added when the parent's tokenizer has no mask token (as Fast-dLLM v2 does)
@@ -114,8 +120,11 @@ def block_masks(positions, answer, block_size: int, gen: torch.Generator, eps: f
     return mask, answer & ~mask
 
 
-def bd_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id: int, block_size: int):
-    """Both views in one forward of 2B rows; token-mean CE over the masked tokens.
+def bd_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id: int, block_size: int,
+            lam: float = 0.0, temperature: float = 0.5):
+    """Both views in one forward of 2B rows; token-mean CE over the masked tokens (plus, with
+    ``lam`` > 0, λ × the certainty-forcing entropy over the masked tokens already predicted right).
+    -> (loss, parts: the CE and entropy terms as floats; empty when ``lam`` is 0).
 
     Two savings that leave the loss unchanged (tests/test_block_diffusion.py checks it and its
     gradients against the plain 2L-column, every-logit form):
@@ -141,7 +150,11 @@ def bd_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id:
     keep = torch.arange(width, device=ids.device)[None] < count[:, None]  # [2B, W]
     core = model.module.core if hasattr(model, "module") else model.core
     logits = core(inputs, torch.cat([pos[:, start:], pos], 1), attn, out=(order - start).clamp_min(0))  # [2B, W, V]
-    return F.cross_entropy(logits[keep], clean[:, 1:].gather(1, order)[keep])
+    goal = clean[:, 1:].gather(1, order)  # [2B, W]: the token each kept column predicts
+    if not lam:
+        return F.cross_entropy(logits[keep], goal[keep]), {}
+    ce, ent = certainty_loss(logits, goal, keep, temperature)
+    return ce + lam * ent, {"ce": float(ce.detach()), "entropy": float(ent.detach())}
 
 
 @dataclass
@@ -155,12 +168,17 @@ class BlockDiffusion:
     answer_length: int
     max_prompt_length: int
     output_dir: str
+    lam: float = 0.0
+    temperature: float = 0.5
     name: ClassVar[str] = "block_diffusion"
 
     @property
     def meta(self) -> dict:
-        return {"data": self.data, "init": str(self.init), "block_size": self.block_size,
+        meta = {"data": self.data, "init": str(self.init), "block_size": self.block_size,
                 "answer_length": self.answer_length, "max_prompt_length": self.max_prompt_length}
+        if self.lam:  # only then: a run without the term keeps the settings it was started with
+            meta.update(lam=self.lam, temperature=self.temperature)
+        return meta
 
     def build(self):
         model = load(self.init)
@@ -181,7 +199,7 @@ class BlockDiffusion:
 
     def loss(self, model, indices, gen, device, step):
         batch = common.collate([self.examples[i] for i in indices], self.pad, device, align=self.block_size)
-        return bd_loss(model, *batch, gen, self.mask_id, self.block_size), {}
+        return bd_loss(model, *batch, gen, self.mask_id, self.block_size, self.lam, self.temperature)
 
 
 # the reference's 7B settings (small models take a larger lr: see conf/recipe/tiny_bd.yaml); batch_size
@@ -190,12 +208,17 @@ TRAIN = TrainConfig(batch_size=32, lr=2e-5, warmup_steps=30, min_lr_ratio=1.0, w
 
 
 def run(data: str, output_dir: str, init: str, block_size: int = 32, answer_length: int = 32,
-        max_prompt_length: int = 128, train: TrainConfig | dict | None = None, where: dict | None = None):
+        max_prompt_length: int = 128, train: TrainConfig | dict | None = None, where: dict | None = None,
+        lam: float = 0.0, temperature: float = 0.5):
     """Adapt ``init`` (an AR checkpoint); ``train`` holds the settings that differ from ``TRAIN``.
-    ``where`` keeps only the data rows whose columns equal its values (e.g. ``{split: train}``).
+    ``where`` keeps only the data rows whose columns equal its values (e.g. ``{split: train}``);
+    ``lam`` > 0 adds the certainty-forcing entropy term at ``temperature``.
     Resumes from ``output_dir/checkpoint`` when it exists. Returns the output folder."""
     train = TRAIN.updated(train)
     check(isinstance(block_size, int) and block_size > 1, f"block_size must be an integer > 1, got {block_size}")
+    check(isinstance(lam, (int, float)) and lam >= 0, f"lam (the entropy weight λ) must be a number >= 0, got {lam}")
+    check(isinstance(temperature, (int, float)) and temperature > 0, f"temperature must be > 0, got {temperature}")
     rows = common.select_rows(common.load_records(data), where)
-    recipe = BlockDiffusion(data, rows, init, block_size, answer_length, max_prompt_length, output_dir)
+    recipe = BlockDiffusion(data, rows, init, block_size, answer_length, max_prompt_length, output_dir,
+                            float(lam), float(temperature))
     return fit(recipe, train, output_dir)
