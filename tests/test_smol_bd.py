@@ -186,3 +186,22 @@ def test_bench_smol_runs_every_dtype_threshold_and_cache(student, tmp_path):
     md = (tmp_path / "bench" / "bench.md").read_text()
     assert "(3 held-out prompts: 2 scored; gen 8" in md and "cache=sub_block bfloat16" in md
     assert (tmp_path / "bench" / "pareto.png").stat().st_size > 0
+
+
+def test_bench_prompts_by_split_and_source(tmp_path):
+    """split=train picks the training prompts, sources keeps the named top-level sources, round-robin;
+    a split without rows and an unknown split are one-line errors."""
+    from dllm.apps.bench_smol import heldout_prompts
+
+    rows = [{"prompt": f"{split} {src} {i}", "source": src, "split": split}
+            for split in ("train", "heldout") for src in ("gsm8k", "lists/sort", "general") for i in range(2)]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["prompt"] for r in heldout_prompts(str(path), 4)] == [
+        "heldout gsm8k 0", "heldout lists/sort 0", "heldout general 0", "heldout gsm8k 1"]
+    assert [r["prompt"] for r in heldout_prompts(str(path), 9, "train", ["lists", "general"])] == [
+        "train lists/sort 0", "train general 0", "train lists/sort 1", "train general 1"]
+    with pytest.raises(DllmError, match="has no rows of split=train and sources \\['instructions'\\]"):
+        heldout_prompts(str(path), 4, "train", ["instructions"])
+    with pytest.raises(DllmError, match="split must be 'heldout' or 'train', got 'test'"):
+        heldout_prompts(str(path), 4, "test")

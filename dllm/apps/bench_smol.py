@@ -29,16 +29,21 @@ from dllm.errors import check
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def heldout_prompts(path: str, n: int) -> list[dict]:
-    """The first n held-out rows, taken round-robin over their sources (GSM8K, lists, general)."""
+def heldout_prompts(path: str, n: int, split: str = "heldout", sources=None) -> list[dict]:
+    """The first n rows of ``split``, taken round-robin over their sources (GSM8K, lists, general, ...);
+    ``sources`` (top-level names, e.g. [lists, general]) keeps only those. ``split=train`` measures the
+    prompts the student was trained on: the gap to held-out ones says whether data size limits it."""
     p = Path(path)
     check(p.is_file(), f"prompts_file {path} does not exist (python -m training.smol_prompts writes it)")
+    check(split in ("heldout", "train"), f"split must be 'heldout' or 'train', got {split!r}")
     rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
     by_source: dict[str, list[dict]] = {}
     for r in rows:
-        if r.get("split") == "heldout":
-            by_source.setdefault(r["source"].split("/")[0], []).append(r)
-    check(bool(by_source), f"{path} has no held-out rows (split=heldout)")
+        top = r["source"].split("/")[0]
+        if r.get("split") == split and (sources is None or top in sources):
+            by_source.setdefault(top, []).append(r)
+    where = f"split={split}" + (f" and sources {list(sources)}" if sources else "")
+    check(bool(by_source), f"{path} has no rows of {where}")
     out, i = [], 0
     while len(out) < n and any(i < len(v) for v in by_source.values()):
         out += [v[i] for v in by_source.values() if i < len(v)]
@@ -80,7 +85,8 @@ def run(cfg: DictConfig) -> None:
 
     torch.set_num_threads(cfg.threads)
     decode_kw = OmegaConf.to_container(cfg.decode, resolve=True)
-    rows = heldout_prompts(cfg.prompts_file, cfg.n_prompts)
+    sources = None if cfg.get("sources") is None else list(cfg.sources)
+    rows = heldout_prompts(cfg.prompts_file, cfg.n_prompts, cfg.get("split", "heldout"), sources)
     parent = dllm.load(cfg.parent, dtype=cfg.parent_dtype)
     check(parent.autoregressive, f"parent must be autoregressive; {cfg.parent} is not")
     check(len(cfg.student_dtypes) > 0, "student_dtypes must list at least one dtype (float32, bfloat16, ...)")
@@ -117,7 +123,8 @@ def report(cfg: DictConfig, rows: list[dict], results: list[dict]) -> None:
                       "acc_pct": 100.0 * sum(acc) / max(len(acc), 1),
                       "acc_of_parent_pct": 100.0 * sum(acc) / max(sum(parent_acc), 1),
                       "tok_per_fwd": r["gen"] / max(r["nfe"], 1), "tok_s": tps, "vs_parent": tps / max(ptps, 1e-9)})
-    head = (f"# {cfg.student} vs its AR parent ({len(rows)} held-out prompts: {len(scored)} scored; gen "
+    split = "held-out" if cfg.get("split", "heldout") == "heldout" else "training"
+    head = (f"# {cfg.student} vs its AR parent ({len(rows)} {split} prompts: {len(scored)} scored; gen "
             f"{cfg.decode.gen_length}, greedy, {cfg.threads} CPU threads; one process, taking turns)")
     lines = [head, "", f"Command: `{' '.join(['dllm bench_smol', *sys.argv[1:]])}`", "",
              "| decoder | batch | agree with parent % | acc % | acc / parent's | tok/fwd | tok/s | vs parent |",
