@@ -85,8 +85,8 @@ def run(cfg: DictConfig) -> None:
 
     torch.set_num_threads(cfg.threads)
     decode_kw = OmegaConf.to_container(cfg.decode, resolve=True)
-    sources = None if cfg.get("sources") is None else list(cfg.sources)
-    rows = heldout_prompts(cfg.prompts_file, cfg.n_prompts, cfg.get("split", "heldout"), sources)
+    sources = None if cfg.sources is None else list(cfg.sources)
+    rows = heldout_prompts(cfg.prompts_file, cfg.n_prompts, cfg.split, sources)
     parent = dllm.load(cfg.parent, dtype=cfg.parent_dtype)
     check(parent.autoregressive, f"parent must be autoregressive; {cfg.parent} is not")
     check(len(cfg.student_dtypes) > 0, "student_dtypes must list at least one dtype (float32, bfloat16, ...)")
@@ -123,7 +123,7 @@ def report(cfg: DictConfig, rows: list[dict], results: list[dict]) -> None:
                       "acc_pct": 100.0 * sum(acc) / max(len(acc), 1),
                       "acc_of_parent_pct": 100.0 * sum(acc) / max(sum(parent_acc), 1),
                       "tok_per_fwd": r["gen"] / max(r["nfe"], 1), "tok_s": tps, "vs_parent": tps / max(ptps, 1e-9)})
-    split = "held-out" if cfg.get("split", "heldout") == "heldout" else "training"
+    split = "held-out" if cfg.split == "heldout" else "training"
     head = (f"# {cfg.student} vs its AR parent ({len(rows)} {split} prompts: {len(scored)} scored; gen "
             f"{cfg.decode.gen_length}, greedy, {cfg.threads} CPU threads; one process, taking turns)")
     lines = [head, "", f"Command: `{' '.join(['dllm bench_smol', *sys.argv[1:]])}`", "",
