@@ -183,6 +183,10 @@ def test_bench_smol_runs_every_dtype_threshold_and_cache(student, tmp_path):
     parents = [t for t in table if t["threshold"] is None]
     assert [t["batch"] for t in parents] == [1, 2] and all(t["agree_pct"] == 100.0 for t in parents)
     assert all(t["tok_per_fwd"] > 0 and t["tok_s"] > 0 for t in table)
+    # the ratio splits into its two parts: tokens a forward, and what a forward costs (both against the parent)
+    for t in table:
+        p = next(q for q in parents if q["batch"] == t["batch"])
+        assert t["vs_parent"] == pytest.approx(t["tok_per_fwd"] / p["tok_per_fwd"] / t["fwd_cost_vs_parent"])
     md = (tmp_path / "bench" / "bench.md").read_text()
     assert "(3 held-out prompts: 2 scored; gen 8" in md and "cache=sub_block bfloat16" in md
     assert (tmp_path / "bench" / "pareto.png").stat().st_size > 0
