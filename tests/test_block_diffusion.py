@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import dllm
 from dllm.errors import DllmError
 from dllm.testing import tiny_checkpoint, tiny_model
+from dllm.training import common
 from dllm.training.block_diffusion import adapt, bd_attention_mask, bd_loss, block_masks, encode_dataset, run
 from dllm.training.common import collate
 
@@ -197,6 +198,31 @@ def test_complementary_masks_and_block_alignment():
     mask, comp = block_masks(pos, answer, 4, torch.Generator().manual_seed(0))
     assert not (mask & comp).any() and torch.equal(mask | comp, answer)  # every answer token exactly once
     assert not ((mask | comp) & ~answer).any()  # prompt and padding never masked
+
+
+def test_cut_answers_keep_their_block_aligned_prefix():
+    """A teacher's answer cut off at its gen_length (no end-of-text in its canvas ids) is dropped when
+    over-long, or with cut_answers kept up to its last block boundary, without an end-of-text."""
+    tok = tiny_model("qwen2").tokenizer
+    eos = tok.eos_token_id
+    long = "one two three four five six seven eight nine ten eleven twelve"
+    rows = [{"prompt": "count up", "response": long, "response_ids": [7] * 16},  # cut: no end-of-text
+            {"prompt": "the cat sat", "response": "on a mat", "response_ids": [5, 6, eos, eos]}]
+    examples, dropped = encode_dataset(rows, tok, 4, 8, 64)
+    assert dropped == 1 and len(examples) == 1 and examples[0][1][-1] == eos
+    examples, dropped = encode_dataset(rows, tok, 4, 8, 64, cut_answers=True)
+    assert not dropped and len(examples) == 2
+    finished, (prompt, cut) = examples
+    assert finished[1][-1] == eos
+    _, resp = common.encode_record(rows[0], tok)
+    n = (len(prompt) + 8) // 4 * 4 - len(prompt)  # the last block boundary within answer_length 8
+    assert cut == resp[:n] and eos not in cut and (len(prompt) + len(cut)) % 4 == 0
+    # a prompt that leaves no whole block of answer before the boundary keeps nothing: dropped
+    short = [{"prompt": "count up", "response": "one", "response_ids": [7] * 16}]
+    with pytest.raises(DllmError, match="no example fits answer_length=1"):
+        encode_dataset(short, tok, 64, 1, 64, cut_answers=True)
+    with pytest.raises(DllmError, match="cut_answers must be true or false, got 'yes'"):
+        run("tasks:waiting_line/copy:8", "unused", init="unused", cut_answers="yes")
 
 
 def test_two_optimiser_steps_adapt_an_ar_parent(tmp_path, parents):

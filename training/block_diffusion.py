@@ -98,15 +98,41 @@ def grow_vocab(model, n: int) -> None:
     core.cfg.vocab_size = n
 
 
-def encode_dataset(rows, tokenizer, block_size: int, max_answer_length: int, max_prompt_length: int):
-    """-> (prompt ids, answer + end-of-text padded so prompt + answer ends on a block boundary)."""
+def is_cut(row: dict, eos: int) -> bool:
+    """Whether a teacher's answer ran into its gen_length (recipe=trajectories' rows: ``response_ids`` is
+    the whole answer canvas, end-of-text padded where the teacher stopped): no end-of-text in it."""
+    ids = row.get("response_ids")
+    return bool(ids) and eos not in ids
+
+
+def encode_dataset(rows, tokenizer, block_size: int, max_answer_length: int, max_prompt_length: int,
+                   cut_answers: bool = False):
+    """-> (list of (prompt ids, answer ids), number dropped). A finished answer: + end-of-text, padded so
+    prompt + answer ends on a block boundary. ``cut_answers``: an answer the teacher was cut off in
+    (:func:`is_cut`) is kept as its prefix up to the last block boundary within ``max_answer_length``
+    tokens, with no end-of-text: the student learns the parent's first blocks, never to stop there.
+    Without it such an answer is dropped when over-long, as any."""
     eos = tokenizer.eos_token_id
 
     def to_block_end(prompt, answer):
         end = -(-(len(prompt) + len(answer)) // block_size) * block_size
         return answer + [eos] * (end - len(prompt) - len(answer))
 
-    return common.encode_examples(rows, tokenizer, max_answer_length, max_prompt_length, to_block_end)
+    cut = [r for r in rows if cut_answers and is_cut(r, eos)]
+    whole = [r for r in rows if not (cut_answers and is_cut(r, eos))]
+    out, dropped = [], 0
+    for row in cut:
+        prompt, resp = common.encode_record(row, tokenizer)
+        end = (len(prompt) + min(len(resp), max_answer_length)) // block_size * block_size  # the last boundary
+        if not prompt or len(prompt) > max_prompt_length or end <= len(prompt):
+            dropped += 1
+            continue
+        out.append((prompt, resp[:end - len(prompt)]))
+    if whole:
+        more, d = common.encode_examples(whole, tokenizer, max_answer_length, max_prompt_length, to_block_end)
+        out, dropped = more + out, dropped + d
+    check(len(out) > 0, f"no example fits answer_length={max_answer_length} and max_prompt_length={max_prompt_length}")
+    return out, dropped
 
 
 def block_masks(positions, answer, block_size: int, gen: torch.Generator, eps: float = 1e-3):
@@ -121,7 +147,7 @@ def block_masks(positions, answer, block_size: int, gen: torch.Generator, eps: f
 
 
 def bd_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id: int, block_size: int,
-            lam: float = 0.0, temperature: float = 0.5):
+            lam: float = 0.0, temperature: float = 0.5, cut_answers: bool = False):
     """Both views in one forward of 2B rows; token-mean CE over the masked tokens (plus, with
     ``lam`` > 0, λ × the certainty-forcing entropy over the masked tokens already predicted right).
     -> (loss, parts: the CE and entropy terms as floats; empty when ``lam`` is 0).
@@ -170,6 +196,7 @@ class BlockDiffusion:
     output_dir: str
     lam: float = 0.0
     temperature: float = 0.5
+    cut_answers: bool = False
     name: ClassVar[str] = "block_diffusion"
 
     @property
@@ -178,6 +205,8 @@ class BlockDiffusion:
                 "answer_length": self.answer_length, "max_prompt_length": self.max_prompt_length}
         if self.lam:  # only then: a run without the term keeps the settings it was started with
             meta.update(lam=self.lam, temperature=self.temperature)
+        if self.cut_answers:  # likewise
+            meta["cut_answers"] = True
         return meta
 
     def build(self):
@@ -191,7 +220,7 @@ class BlockDiffusion:
               f"the checkpoint in {self.output_dir} was trained with block_size {model.block_size}, "
               f"not {self.block_size}")
         self.examples, dropped = encode_dataset(self.rows, model.tokenizer, self.block_size, self.answer_length,
-                                                self.max_prompt_length)
+                                                self.max_prompt_length, self.cut_answers)
         if dropped:
             print(f"dropped {dropped} examples longer than answer_length/max_prompt_length")
         self.pad, self.mask_id = model.pad_token_id, model.mask_token_id
@@ -209,16 +238,18 @@ TRAIN = TrainConfig(batch_size=32, lr=2e-5, warmup_steps=30, min_lr_ratio=1.0, w
 
 def run(data: str, output_dir: str, init: str, block_size: int = 32, answer_length: int = 32,
         max_prompt_length: int = 128, train: TrainConfig | dict | None = None, where: dict | None = None,
-        lam: float = 0.0, temperature: float = 0.5):
+        lam: float = 0.0, temperature: float = 0.5, cut_answers: bool = False):
     """Adapt ``init`` (an AR checkpoint); ``train`` holds the settings that differ from ``TRAIN``.
     ``where`` keeps only the data rows whose columns equal its values (e.g. ``{split: train}``);
-    ``lam`` > 0 adds the certainty-forcing entropy term at ``temperature``.
+    ``lam`` > 0 adds the certainty-forcing entropy term at ``temperature``; ``cut_answers`` keeps the
+    teacher's cut-off answers as block-aligned prefixes (:func:`encode_dataset`).
     Resumes from ``output_dir/checkpoint`` when it exists. Returns the output folder."""
     train = TRAIN.updated(train)
     check(isinstance(block_size, int) and block_size > 1, f"block_size must be an integer > 1, got {block_size}")
     check(isinstance(lam, (int, float)) and lam >= 0, f"lam (the entropy weight λ) must be a number >= 0, got {lam}")
     check(isinstance(temperature, (int, float)) and temperature > 0, f"temperature must be > 0, got {temperature}")
+    check(isinstance(cut_answers, bool), f"cut_answers must be true or false, got {cut_answers!r}")
     rows = common.select_rows(common.load_records(data), where)
     recipe = BlockDiffusion(data, rows, init, block_size, answer_length, max_prompt_length, output_dir,
-                            float(lam), float(temperature))
+                            float(lam), float(temperature), cut_answers)
     return fit(recipe, train, output_dir)
