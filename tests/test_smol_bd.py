@@ -96,6 +96,28 @@ def test_where_names_a_missing_column(tmp_path):
             train=dict(max_steps=1))
 
 
+def test_data_may_be_a_list_of_files(tmp_path):
+    """data: [a, b] reads a's rows then b's (a teacher's answers kept in separate files); files whose
+    columns differ are refused in one line, naming both."""
+    from dllm.training import common
+
+    a, b, c = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "c.jsonl"
+    a.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:2]))
+    b.write_text("".join(json.dumps(r) + "\n" for r in ROWS[2:]))
+    c.write_text(json.dumps({"text": "x"}) + "\n")
+    assert list(common.load_records([str(a), str(b)])) == list(common.load_records(str(a))) + list(
+        common.load_records(str(b)))
+    assert [r["response"] for r in common.load_records([str(b), str(a)])] == [r["response"] for r in ROWS[2:] + ROWS[:2]]
+    with pytest.raises(DllmError, match="c.jsonl has columns"):
+        common.load_records([str(a), str(c)])
+    with pytest.raises(DllmError, match="at least one file"):
+        common.load_records([])
+    out = tmp_path / "run"  # the recipe records the list, so a resume on other files is refused
+    run([str(a), str(b)], str(out), init="dllm-tiny-ar", block_size=4, train=dict(max_steps=1, batch_size=2))
+    with pytest.raises(DllmError, match="other settings"):
+        run([str(a)], str(out), init="dllm-tiny-ar", block_size=4, train=dict(max_steps=2, batch_size=2))
+
+
 def test_init_adapter_continues_the_trained_adapter(student, tmp_path):
     """train.init_adapter starts a new run's adapters at a trained run's (its final/ folder) or a
     published delta's factors: at lr ~0 one more step leaves them where they were; a run whose LoRA

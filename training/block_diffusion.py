@@ -187,7 +187,7 @@ def bd_loss(model, ids, positions, valid, answer, gen: torch.Generator, mask_id:
 class BlockDiffusion:
     """The recipe :func:`fit` drives (training/fit.py's ``Recipe``: build, setup, loss)."""
 
-    data: str
+    data: str | list
     rows: list
     init: str
     block_size: int
@@ -236,7 +236,7 @@ class BlockDiffusion:
 TRAIN = TrainConfig(batch_size=32, lr=2e-5, warmup_steps=30, min_lr_ratio=1.0, weight_decay=0.0)
 
 
-def run(data: str, output_dir: str, init: str, block_size: int = 32, answer_length: int = 32,
+def run(data: str | list, output_dir: str, init: str, block_size: int = 32, answer_length: int = 32,
         max_prompt_length: int = 128, train: TrainConfig | dict | None = None, where: dict | None = None,
         lam: float = 0.0, temperature: float = 0.5, cut_answers: bool = False):
     """Adapt ``init`` (an AR checkpoint); ``train`` holds the settings that differ from ``TRAIN``.
@@ -249,6 +249,7 @@ def run(data: str, output_dir: str, init: str, block_size: int = 32, answer_leng
     check(isinstance(lam, (int, float)) and lam >= 0, f"lam (the entropy weight λ) must be a number >= 0, got {lam}")
     check(isinstance(temperature, (int, float)) and temperature > 0, f"temperature must be > 0, got {temperature}")
     check(isinstance(cut_answers, bool), f"cut_answers must be true or false, got {cut_answers!r}")
+    data = data if isinstance(data, str) else [str(d) for d in data]  # a list of files: their rows in order
     rows = common.select_rows(common.load_records(data), where)
     recipe = BlockDiffusion(data, rows, init, block_size, answer_length, max_prompt_length, output_dir,
                             float(lam), float(temperature), cut_answers)

@@ -15,11 +15,19 @@ import torch
 from dllm.errors import DllmError, check
 
 
-def load_records(data: str, split: str = "train"):
+def load_records(data, split: str = "train"):
     """A ``datasets`` dataset from a local JSON/JSONL/CSV/Parquet file, a saved dataset folder, or a
-    hub name (where a network exists). Rows hold ``prompt``/``response`` or chat ``messages``."""
+    hub name (where a network exists); a list of these is their rows in order (their columns must
+    match). Rows hold ``prompt``/``response`` or chat ``messages``."""
     import datasets
 
+    if not isinstance(data, str) and hasattr(data, "__iter__"):  # a list (a Hydra ListConfig too)
+        parts = [load_records(str(d), split) for d in data]
+        check(bool(parts), "data must name at least one file, got an empty list")
+        for d, part in zip(data, parts):
+            check(part.column_names == parts[0].column_names,
+                  f"data: {d} has columns {part.column_names}, {data[0]} has {parts[0].column_names}")
+        return datasets.concatenate_datasets(parts)
     if data.startswith("tasks:"):
         return datasets.Dataset.from_list(task_rows(data))
     path = Path(data)
