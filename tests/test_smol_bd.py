@@ -107,7 +107,8 @@ def test_data_may_be_a_list_of_files(tmp_path):
     c.write_text(json.dumps({"text": "x"}) + "\n")
     assert list(common.load_records([str(a), str(b)])) == list(common.load_records(str(a))) + list(
         common.load_records(str(b)))
-    assert [r["response"] for r in common.load_records([str(b), str(a)])] == [r["response"] for r in ROWS[2:] + ROWS[:2]]
+    swapped = [r["response"] for r in common.load_records([str(b), str(a)])]
+    assert swapped == [r["response"] for r in ROWS[2:] + ROWS[:2]]
     with pytest.raises(DllmError, match="c.jsonl has columns"):
         common.load_records([str(a), str(c)])
     with pytest.raises(DllmError, match="at least one file"):
