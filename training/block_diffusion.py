@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from dllm.errors import check
+from dllm.kernels.linear import Linear
 from dllm.loading import load
 from dllm.models.autoregressive import MASK_NAMES
 from dllm.training import common
@@ -89,7 +90,7 @@ def grow_vocab(model, n: int) -> None:
     emb.weight.data[:old.shape[0]] = old
     emb.weight.data[old.shape[0]:] = old.mean(0)
     core.embed_tokens = emb
-    head = torch.nn.Linear(old.shape[1], n, bias=False).to(old)
+    head = Linear(old.shape[1], n, bias=False).to(old)
     head.weight.data[:old.shape[0]] = core.lm_head.weight.data
     head.weight.data[old.shape[0]:] = core.lm_head.weight.data.mean(0)
     core.lm_head = head

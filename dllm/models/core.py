@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dllm.kernels.linear import Linear, use_onednn  # nn.Linear with the CPU inference fast path (kernels/linear)
+
 ATTENTION_KINDS = ("bidirectional", "block_causal", "causal")
 TALL_HEAD_MAX_ROWS, TALL_HEAD_MIN_VOCAB = 64, 8192  # where vocab_logits takes (W Hᵀ)ᵀ on CPU (measured)
 
@@ -117,10 +119,10 @@ class Attention(nn.Module):
         super().__init__()
         self.layer = layer
         self.n_heads, self.n_kv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, self.n_heads * self.hd, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
+        self.q_proj = Linear(cfg.hidden_size, self.n_heads * self.hd, bias=cfg.qkv_bias)
+        self.k_proj = Linear(cfg.hidden_size, self.n_kv * self.hd, bias=cfg.qkv_bias)
+        self.v_proj = Linear(cfg.hidden_size, self.n_kv * self.hd, bias=cfg.qkv_bias)
+        self.o_proj = Linear(self.n_heads * self.hd, cfg.hidden_size, bias=False)
 
     def forward(self, x, cos, sin, mask, cache: LayerKV | None = None):
         b, l, _ = x.shape
@@ -138,9 +140,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: CoreConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -168,7 +170,7 @@ class Transformer(nn.Module):
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
         self.gradient_checkpointing = False
@@ -209,10 +211,15 @@ def vocab_logits(head: nn.Module, h: torch.Tensor) -> torch.Tensor:
     a batched AR step spends about a third of its matmul time in it. It loses on small heads and
     from ~128 rows (`python bench/vocab_projection/run.py`, bench/vocab_projection/bench.md). The
     same dot products in another blocking: equal to ``F.linear`` within fp32 rounding
-    (tests/test_models.py). Anything else (CUDA, training, a LoRA-wrapped head, one row, where both
-    are the same matrix-vector product) is ``head(h)``; so is any device but the CPU, where this was measured."""
+    (tests/test_models.py). Where kernels/linear's oneDNN path runs (CPU float32 inference) it beats
+    both at every row count (4.6 against 8.6 ms at one row, 8.8 against 21 at nine: bench/cpu_linear)
+    and is taken instead; the tall product is then what ``DLLM_KERNELS=torch`` runs. Anything else
+    (CUDA, training, a LoRA-wrapped head, one row, where both are the same matrix-vector product) is
+    ``head(h)``; so is any device but the CPU, where this was measured."""
+    if isinstance(head, Linear) and use_onednn(h) and head.weight.dtype == torch.float32:
+        return head(h)  # oneDNN on the prepacked head: faster than both products at every row count here
     rows = h.numel() // h.shape[-1]
-    if (h.device.type != "cpu" or torch.is_grad_enabled() or type(head) is not nn.Linear or head.bias is not None
+    if (h.device.type != "cpu" or torch.is_grad_enabled() or not isinstance(head, nn.Linear) or head.bias is not None
             or not 2 <= rows <= TALL_HEAD_MAX_ROWS or head.out_features < TALL_HEAD_MIN_VOCAB):
         return head(h)
     w = head.weight  # [V, d]

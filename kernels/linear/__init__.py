@@ -1,0 +1,32 @@
+"""Linear layers whose inference on a CPU runs oneDNN on a prepacked weight (:mod:`.onednn`);
+``F.linear`` (:mod:`.reference`) everywhere else: CUDA, other dtypes, training, and under
+``DLLM_KERNELS=torch`` (or ``kernels.use("torch")``), which turns the fast path off."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dllm.kernels import backend
+from dllm.kernels.linear.onednn import linear_onednn, onednn_available
+from dllm.kernels.linear.reference import linear_reference
+
+
+def use_onednn(x: torch.Tensor) -> bool:
+    return (backend() == "auto" and x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() > 0
+            and not torch.is_grad_enabled() and onednn_available())
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, state dict and LoRA wrapping) with the CPU inference fast path.
+    The packed copy costs the weight's memory again, on CPU float32 models only."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_onednn(x) and self.weight.dtype == torch.float32:
+            out = linear_onednn(x, self)
+            if out is not None:
+                return out
+        return linear_reference(x, self.weight, self.bias)
+
+
+__all__ = ["Linear", "linear_reference", "linear_onednn", "onednn_available"]

@@ -1,0 +1,88 @@
+"""kernels/linear: the CPU inference fast path (oneDNN on a prepacked weight) against its reference
+(``F.linear``), when it is taken, and that it follows every change of the weight."""
+
+import copy
+
+import pytest
+import torch
+
+from dllm import kernels
+from dllm.kernels.linear import Linear, linear_reference, onednn as onednn_mod, onednn_available
+
+
+def test_the_fast_path_exists_here():
+    assert onednn_available(), "torch's oneDNN linear ops are missing: every CPU linear runs the reference"
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(3, 1), (2, 9), (1, 33), (4, 17)])
+def test_packed_equals_the_reference(shape, bias):
+    torch.manual_seed(0)
+    lin = Linear(96, 160, bias=bias)
+    x = torch.randn(*shape, 96)
+    with torch.no_grad():
+        fast = lin(x)
+    assert lin in onednn_mod._PACKED  # the fast path ran
+    ref = linear_reference(x, lin.weight, lin.bias)
+    assert fast.shape == ref.shape == (*shape, 160)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_training_other_dtypes_and_forced_torch_take_the_reference():
+    lin = Linear(32, 48)
+    x = torch.randn(2, 5, 32)
+    out = lin(x)  # autograd on: the reference, and gradients flow
+    out.sum().backward()
+    assert lin.weight.grad is not None and lin not in onednn_mod._PACKED
+    with torch.no_grad():
+        assert lin.to(torch.float64)(x.double()).dtype == torch.float64
+        assert lin not in onednn_mod._PACKED
+        lin = lin.float()
+        with kernels.use("torch"):
+            assert torch.equal(lin(x), linear_reference(x, lin.weight, lin.bias))
+        assert lin not in onednn_mod._PACKED
+
+
+def test_every_change_of_the_weight_repacks():
+    """In place (an optimizer step), through ``.data`` (peft's merge; no version bump), a new tensor,
+    a copy of the module: each call sees the current weight."""
+    torch.manual_seed(0)
+    lin = Linear(64, 80, bias=False)
+    x = torch.randn(9, 64)
+
+    def check():
+        with torch.no_grad():
+            torch.testing.assert_close(lin(x), linear_reference(x, lin.weight), rtol=1e-5, atol=1e-5)
+
+    check()
+    with torch.no_grad():
+        lin.weight.mul_(2.0)
+    check()
+    lin.weight.data += 0.5
+    check()
+    lin.weight = torch.nn.Parameter(torch.randn(80, 64))
+    check()
+    twin = copy.deepcopy(lin)
+    twin.weight.data.zero_()
+    with torch.no_grad():
+        assert torch.count_nonzero(twin(x)) == 0
+    check()
+
+
+def test_a_model_decodes_the_same_with_and_without_it():
+    """The embedded model: logits within fp32 rounding of the reference's, and the same generation."""
+    import dllm
+
+    model = dllm.load("dllm-tiny")
+    ids = torch.randint(3, 40, (3, 24))
+    pos, valid = torch.arange(24).expand(3, 24), torch.ones(3, 24, dtype=torch.bool)
+    prompts = ["copy: a b c d", "sort: d b a c"]
+    with torch.no_grad():
+        fast = model(ids, pos, valid)
+        fast_gen = dllm.generate(model, prompts, dllm.samplers.ThresholdSampler(threshold=0.9), cache="dual")
+        with kernels.use("torch"):
+            ref = model(ids, pos, valid)
+            ref_gen = dllm.generate(model, prompts, dllm.samplers.ThresholdSampler(threshold=0.9), cache="dual")
+    assert any(m in onednn_mod._PACKED for m in model.modules())
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
+    assert fast_gen.text == ref_gen.text
