@@ -86,3 +86,21 @@ def test_a_model_decodes_the_same_with_and_without_it():
     assert any(m in onednn_mod._PACKED for m in model.modules())
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4)
     assert fast_gen.text == ref_gen.text
+
+
+def test_the_vocabulary_head_takes_it_at_inference():
+    """vocab_logits on a model head (kernels.linear.Linear): the packed product, against float64; under
+    DLLM_KERNELS=torch the (W Hᵀ)ᵀ form tests/test_models.py pins."""
+    from dllm.models.core import vocab_logits
+
+    torch.manual_seed(0)
+    head = Linear(96, 9000, bias=False)
+    h = torch.randn(2, 9, 96)
+    want = torch.nn.functional.linear(h.double(), head.weight.double())
+    with torch.no_grad():
+        got = vocab_logits(head, h)
+        assert head in onednn_mod._PACKED
+        assert (got.double() - want).abs().max().item() < 1e-4
+        with kernels.use("torch"):
+            plain = vocab_logits(head, h)
+        assert (plain.double() - want).abs().max().item() < 1e-4
