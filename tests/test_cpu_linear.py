@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dllm import kernels
-from dllm.kernels.linear import Linear, linear_reference, onednn as onednn_mod, onednn_available
+from dllm.kernels.linear import ONE_ROW_MIN_OUT, Linear, linear_reference, onednn as onednn_mod, onednn_available
 
 
 def test_the_fast_path_exists_here():
@@ -26,6 +26,20 @@ def test_packed_equals_the_reference(shape, bias):
     ref = linear_reference(x, lin.weight, lin.bias)
     assert fast.shape == ref.shape == (*shape, 160)
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_one_row_takes_onednn_only_on_wide_products():
+    """An AR step at batch 1: MKL's matrix-vector product beats oneDNN on narrow layers, not on the head."""
+    torch.manual_seed(0)
+    narrow, wide = Linear(64, 96, bias=False), Linear(64, ONE_ROW_MIN_OUT, bias=False)
+    x = torch.randn(1, 1, 64)
+    with torch.no_grad():
+        assert torch.equal(narrow(x), linear_reference(x, narrow.weight))
+        assert narrow not in onednn_mod._PACKED
+        torch.testing.assert_close(wide(x), linear_reference(x, wide.weight), rtol=1e-5, atol=1e-5)
+        assert wide in onednn_mod._PACKED
+        narrow(torch.randn(2, 64))  # two rows: the fast path
+        assert narrow in onednn_mod._PACKED
 
 
 def test_training_other_dtypes_and_forced_torch_take_the_reference():

@@ -212,7 +212,7 @@ def vocab_logits(head: nn.Module, h: torch.Tensor) -> torch.Tensor:
     from ~128 rows (`python bench/vocab_projection/run.py`, bench/vocab_projection/bench.md). The
     same dot products in another blocking: equal to ``F.linear`` within fp32 rounding
     (tests/test_models.py). Where kernels/linear's oneDNN path runs (CPU float32 inference) it beats
-    both at every row count (4.6 against 8.6 ms at one row, 8.8 against 21 at nine: bench/cpu_linear)
+    both at nearly every row count (4.6 against 8.6 ms at one row, 8.8 against 21 at nine: bench/cpu_linear)
     and is taken instead; the tall product is then what ``DLLM_KERNELS=torch`` runs. Anything else
     (CUDA, training, a LoRA-wrapped head, one row, where both are the same matrix-vector product) is
     ``head(h)``; so is any device but the CPU, where this was measured."""

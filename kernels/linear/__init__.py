@@ -17,16 +17,23 @@ def use_onednn(x: torch.Tensor) -> bool:
             and not torch.is_grad_enabled() and onednn_available())
 
 
+# One row (an AR step at batch 1) goes through oneDNN only on wide products: the vocabulary head is 1.8x
+# faster there, SmolLM2's 576-1536-wide layer linears 0.91x (MKL's matrix-vector product wins; measured
+# side by side, bench/cpu_linear/bench.md). From two rows on, oneDNN wins on every shape measured.
+ONE_ROW_MIN_OUT = 8192
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, state dict and LoRA wrapping) with the CPU inference fast path.
     The packed copy costs the weight's memory again, on CPU float32 models only."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if use_onednn(x) and self.weight.dtype == torch.float32:
+        if (use_onednn(x) and self.weight.dtype == torch.float32
+                and (self.out_features >= ONE_ROW_MIN_OUT or x.numel() > x.shape[-1])):
             out = linear_onednn(x, self)
             if out is not None:
                 return out
         return linear_reference(x, self.weight, self.bias)
 
 
-__all__ = ["Linear", "linear_reference", "linear_onednn", "onednn_available"]
+__all__ = ["Linear", "ONE_ROW_MIN_OUT", "linear_reference", "linear_onednn", "onednn_available"]
