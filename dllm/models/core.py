@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dllm.kernels.linear import Linear, use_onednn  # nn.Linear with the CPU inference fast path (kernels/linear)
+from dllm.kernels.linear import Linear  # nn.Linear with the CPU inference fast path (kernels/linear)
 
 ATTENTION_KINDS = ("bidirectional", "block_causal", "causal")
 TALL_HEAD_MAX_ROWS, TALL_HEAD_MIN_VOCAB = 64, 8192  # where vocab_logits takes (W Hᵀ)ᵀ on CPU (measured)
@@ -216,7 +216,7 @@ def vocab_logits(head: nn.Module, h: torch.Tensor) -> torch.Tensor:
     and is taken instead; the tall product is then what ``DLLM_KERNELS=torch`` runs. Anything else
     (CUDA, training, a LoRA-wrapped head, one row, where both are the same matrix-vector product) is
     ``head(h)``; so is any device but the CPU, where this was measured."""
-    if isinstance(head, Linear) and use_onednn(h) and head.weight.dtype == torch.float32:
+    if isinstance(head, Linear) and head.takes_onednn(h):
         return head(h)  # oneDNN on the prepacked head: faster than both products at every row count here
     rows = h.numel() // h.shape[-1]
     if (h.device.type != "cpu" or torch.is_grad_enabled() or not isinstance(head, nn.Linear) or head.bias is not None

@@ -17,8 +17,8 @@ def use_onednn(x: torch.Tensor) -> bool:
             and not torch.is_grad_enabled() and onednn_available())
 
 
-# One row (an AR step at batch 1) goes through oneDNN only on wide products: the vocabulary head is 1.8x
-# faster there, SmolLM2's 576-1536-wide layer linears 0.91x (MKL's matrix-vector product wins; measured
+# One row (an AR step at batch 1) goes through oneDNN only on wide products: the vocabulary head is 1.67x
+# faster there, SmolLM2's 576-1536-wide layer linears 0.94x (MKL's matrix-vector product wins; measured
 # side by side, bench/cpu_linear/bench.md). From two rows on, oneDNN wins on every shape measured.
 ONE_ROW_MIN_OUT = 8192
 
@@ -27,9 +27,13 @@ class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, state dict and LoRA wrapping) with the CPU inference fast path.
     The packed copy costs the weight's memory again, on CPU float32 models only."""
 
+    def takes_onednn(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`forward` runs ``x`` [..., in] through the packed weight."""
+        return (use_onednn(x) and self.weight.dtype == torch.float32
+                and (self.out_features >= ONE_ROW_MIN_OUT or x.numel() > x.shape[-1]))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (use_onednn(x) and self.weight.dtype == torch.float32
-                and (self.out_features >= ONE_ROW_MIN_OUT or x.numel() > x.shape[-1])):
+        if self.takes_onednn(x):
             out = linear_onednn(x, self)
             if out is not None:
                 return out

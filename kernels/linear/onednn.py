@@ -5,7 +5,7 @@ block's 33) by every weight. ``F.linear`` hands that to MKL's GEMM, which re-rea
 plain layout at every call and slows quickly with rows: on a 2-core AMD EPYC, SmolLM2-135M's 210 layer
 linears cost 45 ms at 9 rows and 75 ms at 33 against 20 ms at one. With the weight prepacked (what
 PyTorch's own inductor does for frozen CPU graphs) the same products take 25 and 44 ms; at one row MKL's
-matrix-vector product is ~9 % faster on those narrow layers, so :class:`Linear` keeps it there
+matrix-vector product is ~7 % faster on those narrow layers, so :class:`Linear` keeps it there
 (``python bench/cpu_linear/run.py``, bench/cpu_linear/bench.md). The packed copy is made at the first
 inference call and kept beside the module's weight (the reference and training still use that); any
 change of the weight repacks it (:func:`packed_weight`).
