@@ -16,8 +16,8 @@ import sys
 if __name__ == "kernels":
     # This folder installs as ``dllm.kernels``; in a checkout whose root is on sys.path (``python -m`` there,
     # pytest) it is also found as the plain ``kernels``: the name of the Hugging Face hub-kernels package that
-    # transformers >= 5.25 imports. Such an import gets that package (or the ImportError it gets without this
-    # folder), never this one: the import system returns what sys.modules holds once this file has run.
+    # transformers >= 5.25 imports. Such an import gets that package (or an empty placeholder where it is not
+    # installed), never this one: the import system returns what sys.modules holds once this file has run.
     import importlib.machinery
     import importlib.util
     from pathlib import Path
@@ -26,12 +26,17 @@ if __name__ == "kernels":
     _spec = importlib.machinery.PathFinder.find_spec(
         "kernels", [p for p in sys.path if Path(p or ".").resolve() != _root])
     if _spec is None:
-        del sys.modules["kernels"]
-        raise ImportError("No module named 'kernels' (this checkout's kernels/ folder is dllm.kernels)",
-                          name="kernels")
-    _hub = importlib.util.module_from_spec(_spec)
-    sys.modules["kernels"] = _hub
-    _spec.loader.exec_module(_hub)
+        # No hub package: a placeholder as empty as a stray namespace package (no __file__, no __version__).
+        # transformers < 5.25, finding no metadata, imports the name to read a version and takes such a module
+        # for "not installed" (an ImportError here escaped its check: every model load failed); importing
+        # any name from it is an ImportError.
+        import types
+
+        sys.modules["kernels"] = types.ModuleType("kernels", "placeholder: the hub-kernels package is not installed")
+    else:
+        _hub = importlib.util.module_from_spec(_spec)
+        sys.modules["kernels"] = _hub
+        _spec.loader.exec_module(_hub)
 
 BACKENDS = ("auto", "torch", "triton")
 _forced: str | None = None

@@ -100,6 +100,15 @@ def test_trajectories_refuse_to_resume_other_settings(teacher, tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_trajectories_device_is_checked(teacher, tmp_path):
+    """device: auto | cpu | cuda, one line otherwise; cuda where torch sees no GPU is one line too."""
+    with pytest.raises(DllmError, match="device must be auto, cpu or cuda, got 'tpu'"):
+        trajectories(str(teacher), DATA, str(tmp_path / "t"), device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DllmError, match="device=cuda but torch sees no GPU"):
+            trajectories(str(teacher), DATA, str(tmp_path / "t"), device="cuda")
+
+
 def test_trajectories_where_keeps_the_listed_rows_and_is_a_setting(teacher, tmp_path):
     """``where`` with a list value keeps the rows whose column is any of it; a rerun with another
     ``where`` is refused, a rerun without one into a folder recorded before the key is not."""

@@ -175,6 +175,51 @@ def test_fused_window_attention_through_the_step_view():
     assert torch.equal(stores[0].k, stores[1].k) and torch.equal(stores[0].v, stores[1].v)
 
 
+class SmallSharedMemory:
+    """A kernel stand-in for a GPU whose shared memory fits key tiles of at most ``max_n`` with at most
+    ``max_stages`` pipeline stages: bigger launches fail as Triton's do, before running (nothing written)."""
+
+    def __init__(self, kernel, max_n: int, max_stages: int):
+        self.kernel, self.fn, self.max_n, self.max_stages, self.tried = kernel, kernel.fn, max_n, max_stages, []
+
+    def __getitem__(self, grid):
+        def launch(*args, BLOCK_N, num_stages, **meta):
+            self.tried.append((BLOCK_N, num_stages))
+            if BLOCK_N > self.max_n or num_stages > self.max_stages:
+                raise triton.runtime.errors.OutOfResources(307200, 232448, "shared memory")
+            return self.kernel[grid](*args, BLOCK_N=BLOCK_N, num_stages=num_stages, **meta)
+        return launch
+
+
+@cpu_interpreted
+def test_tiles_too_big_for_the_gpu_fall_back_to_ones_that_fit(monkeypatch):
+    """Tuned tiles that ask for more shared memory than the GPU has (float32 at head dim 64 on an H200)
+    are retried smaller: the output and the store are the reference's, and the fitting tiles are kept."""
+    import importlib
+
+    fused = importlib.import_module("dllm.kernels.fused_window_attention.triton")  # the packages' names are
+    plain = importlib.import_module("dllm.kernels.window_attention.triton")  # also their functions'
+
+    monkeypatch.setattr(plain, "FITS", {})
+    picky = SmallSharedMemory(fused._fused_window_attn_kernel, max_n=32, max_stages=1)
+    monkeypatch.setattr(fused, "_fused_window_attn_kernel", picky)
+    q, k, v, kc, vc, rows, dst, src, count, kv_len, q_pos0 = fused_case(0, 3, 5, 4, 1, 9, 9, 16, 100)
+    kc_ref, vc_ref = kc.clone(), vc.clone()
+    want = fused_window_attention_reference(q, k, v, kc_ref, vc_ref, rows, dst, src, count, kv_len, q_pos0, 0)
+    for launch in range(2):
+        kc1, vc1 = kc.clone(), vc.clone()
+        got = fused_window_attention_triton(q, k, v, kc1, vc1, rows, dst, src, count, kv_len, q_pos0, 0,
+                                            num_splits=2, poison=True, block_n=64, num_stages=2)
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+        assert torch.equal(kc1, kc_ref) and torch.equal(vc1, vc_ref)
+    assert picky.tried == [(64, 2), (64, 1), (32, 2), (32, 1), (32, 1)]  # the second call goes straight there
+    picky = SmallSharedMemory(fused._fused_window_attn_kernel, max_n=8, max_stages=1)  # nothing fits
+    monkeypatch.setattr(fused, "_fused_window_attn_kernel", picky)
+    with pytest.raises(triton.runtime.errors.OutOfResources):
+        fused_window_attention_triton(q, k, v, kc.clone(), vc.clone(), rows, dst, src, count, kv_len, q_pos0, 0,
+                                      block_n=64, num_stages=3)
+
+
 def test_backend_choice():
     assert kernels.pick(torch.zeros(1)) == "torch"  # CPU tensors take the reference by default
     with kernels.use("torch"):
@@ -199,7 +244,8 @@ def test_window_attention_compiled_on_gpu(shape, dtype, tol):
 
 @gpu
 @pytest.mark.skipif(INTERPRETED, reason="compiled kernels: run with TRITON_INTERPRET unset")
-@pytest.mark.parametrize("shape", FUSED_SHAPES)
+@pytest.mark.parametrize("shape", FUSED_SHAPES + [(4, 4, 9, 3, 32, 32, 64, 300, 32, 1),  # SmolLM2's heads
+                                                  (2, 2, 8, 8, 32, 32, 128, 300, 32, 2)])  # LLaDA's head dim
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-3), (torch.bfloat16, 2e-2)])
 def test_fused_window_attention_compiled_on_gpu(shape, dtype, tol):
     n, N, h, hkv, lq, length, d, s, bs, splits = shape

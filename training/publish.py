@@ -32,12 +32,16 @@ LOSS_LABEL = {"mdlm_sft": "MDLM loss (1/t weighted)", "ar_sft": "next-token cros
 
 
 def loss_plot(loss_files: list[Path], png: Path, title: str, ylabel: str = LOSS_LABEL["mdlm_sft"]) -> None:
-    """Loss of one or more consecutive stages (each stage's steps continue the previous one's)."""
+    """Loss of one or more consecutive stages (each stage's steps continue the previous one's). A stage
+    stopped before its first logged step adds nothing; with no logged step at all no figure is written."""
+    loss_files = [f for f in loss_files if _rows(f)]
+    if not loss_files:
+        return
     plt = pyplot()
 
     steps, losses, offset = [], [], 0
     for f in loss_files:
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        rows = _rows(f)
         steps += [offset + r["step"] for r in rows]
         losses += [r["loss"] for r in rows]
         offset = steps[-1]
@@ -59,10 +63,14 @@ def loss_plot(loss_files: list[Path], png: Path, title: str, ylabel: str = LOSS_
     plt.close(fig)
 
 
+def _rows(f: Path) -> list[dict]:
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
 def _stage_ends(files: list[Path]) -> list[int]:
     ends, offset = [], 0
     for f in files:
-        last = [json.loads(line) for line in f.read_text().splitlines() if line.strip()][-1]["step"]
+        last = _rows(f)[-1]["step"]
         offset += last
         ends.append(offset)
     return ends[:-1]

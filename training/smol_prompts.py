@@ -14,6 +14,9 @@ Four sources, all offline and usable by the project:
 * reasoning-gym is left out: its generators are an optional extra the CI machine lacks, and the
   three sources above already cover arithmetic and list reasoning.
 
+``python -m training.smol_prompts out=data/smol/prompts_more.jsonl more=true`` writes training prompts
+beyond those (:func:`build_more`: the rest of GSM8K train and more list prompts; a GPU run's data).
+
 ``python -m training.smol_prompts out=data/smol/prompts.jsonl`` writes one JSON row per prompt:
 ``prompt``, ``response`` ("" — the parent's answer is filled in by ``recipe=trajectories``),
 ``source``, ``split`` (train / heldout) and ``reference`` (the scorer's answer where one exists).
@@ -126,10 +129,32 @@ def build(seed: int = 0, n_gsm8k: int = 700, n_lists: int = 700, heldout_gsm8k: 
             + [{**r, "response": "", "split": "heldout"} for r in held])
 
 
+def build_more(seed: int = 1, n_lists: int = 2000, skip_gsm8k: int = 700,
+               existing: str = "data/smol/prompts.jsonl") -> list[dict]:
+    """Training prompts beyond :func:`build`'s, for a run with more compute (a GPU): every GSM8K train
+    question after the first ``skip_gsm8k`` (those are in ``existing``), then ``n_lists`` list prompts
+    from another random stream, leaving out any prompt ``existing`` holds (held-out ones above all)."""
+    path = Path(existing)
+    check(path.exists(), f"existing prompts file {path} not found (python -m training.smol_prompts)")
+    seen = {json.loads(line)["prompt"] for line in path.read_text().splitlines()}
+    rows = gsm8k_rows("train", 10**9)[skip_gsm8k:]
+    lists, picked = list_rows(random.Random(seed), 2 * n_lists), []
+    for r in lists:
+        if r["prompt"] not in seen and len(picked) < n_lists:
+            seen.add(r["prompt"])
+            picked.append(r)
+    rows = [r for r in rows if r["prompt"] not in seen] + picked
+    random.Random(seed).shuffle(rows)  # a prefix (a run stopped early) still mixes both sources
+    return [{**r, "response": "", "split": "train"} for r in rows]
+
+
 def main(argv: list[str]) -> None:
     args = dict(a.split("=", 1) for a in argv)
     out = Path(args.pop("out", "data/smol/prompts.jsonl"))
-    rows = build(**{k: int(v) for k, v in args.items()})
+    more = args.pop("more", "false").lower() in ("1", "true", "yes")
+    existing = args.pop("existing", "data/smol/prompts.jsonl")
+    rows = (build_more(existing=existing, **{k: int(v) for k, v in args.items()}) if more
+            else build(**{k: int(v) for k, v in args.items()}))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -21,6 +21,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from dllm.errors import check
@@ -64,18 +65,24 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def run(teacher: str, data: str, output_dir: str, gen_length: int = 32, block_length: int = 32,
-        batch_size: int = 64, cache: str = "none", where: dict | None = None) -> Path:
+        batch_size: int = 64, cache: str = "none", where: dict | None = None, device: str = "auto") -> Path:
     """``where`` keeps only the data rows whose columns match it (training/common.py's ``select_rows``:
-    ``{split: train}``, or a list of allowed values); it is part of the run's settings."""
+    ``{split: train}``, or a list of allowed values); it is part of the run's settings. ``device``:
+    where the teacher runs (auto: the GPU where there is one); a run resumes only on the same kind."""
     check(batch_size > 0, f"batch_size must be a positive integer, got {batch_size}")
+    check(device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {device!r}")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    check(device == "cpu" or torch.cuda.is_available(), "device=cuda but torch sees no GPU; use device=cpu")
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = load(teacher)
+    model = load(teacher, device=device)
     tok = model.tokenizer
     records = common.select_rows(common.load_records(data), where)
     fixed = {"teacher": teacher, "data": data, "gen_length": gen_length, "block_length": block_length, "cache": cache}
     if where:  # recorded only when set: runs from before the key resume unchanged
         fixed["where"] = dict(where)
+    if device != "cpu":  # likewise; greedy answers on another device may differ at near ties: not mixed
+        fixed["device"] = device
     resume.check_settings(out / "rows.jsonl", fixed)  # a rerun resumes only the same run
     resume.write_settings(out / "rows.jsonl", fixed)
     done = read_rows(out / "rows.jsonl")

@@ -16,7 +16,7 @@ The grid is the window attention's (query tile, row × head, key split). Two thi
 import triton
 import triton.language as tl
 
-from dllm.kernels.window_attention.triton import launch_plan, merge_splits
+from dllm.kernels.window_attention.triton import launch_fitting, launch_plan, merge_splits
 
 
 @triton.jit
@@ -120,13 +120,12 @@ def fused_window_attention_triton(q, k, v, k_cache, v_cache, rows, dst, src, cou
     if n == 0 or lq == 0:
         return o[0] if splits == 1 else merge_splits(o, lse).to(q.dtype)
     grid = (triton.cdiv(lq, block_m), n * h, splits)
-    _fused_window_attn_kernel[grid](q, k, v, k_cache, v_cache, o, lse, rows, kv_len, q_pos0, dst, src, count,
-                                    *q.stride(), *k.stride(), *v.stride(), *k_cache.stride(), *o.stride(),
-                                    *lse.stride(),
-                                    lq, h, h // hkv, d, scale, split_len,
-                                    BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n,
-                                    BLOCK_D=max(16, triton.next_power_of_2(d)), num_warps=num_warps,
-                                    num_stages=num_stages)
+    block_d = max(16, triton.next_power_of_2(d))
+    launch_fitting(_fused_window_attn_kernel, grid, q, block_d, block_n, num_stages,
+                   q, k, v, k_cache, v_cache, o, lse, rows, kv_len, q_pos0, dst, src, count,
+                   *q.stride(), *k.stride(), *v.stride(), *k_cache.stride(), *o.stride(), *lse.stride(),
+                   lq, h, h // hkv, d, scale, split_len,
+                   BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_D=block_d, num_warps=num_warps)
     if splits == 1:
         return o[0]
     return merge_splits(o, lse).to(q.dtype)

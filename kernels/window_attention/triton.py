@@ -118,6 +118,33 @@ def launch_plan(q, k_cache, kv_len, scale, num_splits, block_m, block_n, poison,
     return n, h, lq, d, hkv, scale, block_m, split_len, splits, num_stages, o, lse
 
 
+# (kernel, device, dtype, head tile, tuned tiles) -> the (key tile, stages) that fit its shared memory
+FITS: dict[tuple, tuple[int, int]] = {}
+
+
+def launch_fitting(kernel, grid, q, block_d: int, block_n: int, num_stages: int, *args, **meta) -> None:
+    """``kernel[grid](*args, BLOCK_N=block_n, num_stages=num_stages, **meta)``, or, where those tiles need
+    more shared memory than this GPU has, the first that fit of fewer pipeline stages, then narrower key
+    tiles (the tuned defaults are bf16's at head dim 128: float32 at head dim 64 asks an H200 for 300 KB
+    of its 227 KB). Each smaller key tile divides the split length, so every key is still seen once. A
+    launch that does not fit fails before it runs (nothing written); the fitting tiles are remembered."""
+    from triton.runtime.errors import OutOfResources
+
+    key = (kernel.fn.__name__ if hasattr(kernel, "fn") else str(kernel), q.device.index, q.dtype, block_d,
+           block_n, num_stages)
+    tries = [FITS[key]] if key in FITS else [(bn, st) for bn in (block_n, block_n // 2, block_n // 4) if bn >= 16
+                                             for st in range(num_stages, 0, -1)]
+    for i, (bn, st) in enumerate(tries):
+        try:
+            kernel[grid](*args, BLOCK_N=bn, num_stages=st, **meta)
+        except OutOfResources:
+            if i == len(tries) - 1:
+                raise
+            continue
+        FITS[key] = (bn, st)
+        return
+
+
 def window_attention_triton(q, k_cache, v_cache, rows, kv_len, q_pos0, block_size: int = 0,
                             scale: float | None = None, num_splits: int | None = None,
                             block_m: int = 16, block_n: int = 128, poison: bool = False,
@@ -129,12 +156,12 @@ def window_attention_triton(q, k_cache, v_cache, rows, kv_len, q_pos0, block_siz
     n, h, lq, d, hkv, scale, block_m, split_len, splits, num_stages, o, lse = launch_plan(
         q, k_cache, kv_len, scale, num_splits, block_m, block_n, poison, max_len, num_stages)
     grid = (triton.cdiv(lq, block_m), n * h, splits)
-    _window_attn_kernel[grid](q, k_cache, v_cache, o, lse, rows, kv_len, q_pos0,
-                              *q.stride(), *k_cache.stride(), *v_cache.stride(), *o.stride(), *lse.stride(),
-                              lq, h, h // hkv, d, scale, split_len,
-                              BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_N=block_n,
-                              BLOCK_D=max(16, triton.next_power_of_2(d)), num_warps=num_warps,
-                              num_stages=num_stages)
+    block_d = max(16, triton.next_power_of_2(d))
+    launch_fitting(_window_attn_kernel, grid, q, block_d, block_n, num_stages,
+                   q, k_cache, v_cache, o, lse, rows, kv_len, q_pos0,
+                   *q.stride(), *k_cache.stride(), *v_cache.stride(), *o.stride(), *lse.stride(),
+                   lq, h, h // hkv, d, scale, split_len,
+                   BLOCK_SIZE=block_size, BLOCK_M=block_m, BLOCK_D=block_d, num_warps=num_warps)
     if splits == 1:
         return o[0]
     return merge_splits(o, lse).to(q.dtype)
