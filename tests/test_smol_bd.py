@@ -186,7 +186,8 @@ def test_more_prompts_leave_out_every_existing_one(monkeypatch, tmp_path):
     assert more == smol_prompts.build_more(seed=1, n_lists=200, skip_gsm8k=20, existing=str(first))
     prompts = [r["prompt"] for r in more]
     assert len(set(prompts)) == len(prompts) and not set(prompts) & {r["prompt"] for r in rows}
-    assert sum(r["source"] == "gsm8k" for r in more) == 40 and sum(r["source"].startswith("lists/") for r in more) == 200
+    assert sum(r["source"] == "gsm8k" for r in more) == 40
+    assert sum(r["source"].startswith("lists/") for r in more) == 200
     assert {r["split"] for r in more} == {"train"}
     with pytest.raises(DllmError, match="existing prompts file"):
         smol_prompts.build_more(existing=str(tmp_path / "missing.jsonl"))
