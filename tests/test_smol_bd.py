@@ -162,16 +162,21 @@ def test_init_adapter_continues_the_trained_adapter(student, tmp_path):
             train=dict(train, init_adapter=str(tmp_path)))
 
 
-def test_prompts_are_deterministic_and_split(monkeypatch, tmp_path):
-    """The prompt file is a pure function of its seed; held-out prompts never appear in training."""
+def fake_gsm8k(monkeypatch, tmp_path, n: int = 60) -> None:
+    """n GSM8K-shaped questions per split in tmp_path, where training/smol_prompts.py reads them."""
     from training import smol_prompts
 
     gsm = tmp_path / "gsm8k"
     gsm.mkdir()
     for split in ("train", "test"):
         (gsm / f"{split}.jsonl").write_text("".join(
-            json.dumps({"question": f"{split} question {i}?", "answer": f"work\n#### {i}"}) + "\n" for i in range(60)))
+            json.dumps({"question": f"{split} question {i}?", "answer": f"work\n#### {i}"}) + "\n" for i in range(n)))
     monkeypatch.setattr(smol_prompts, "GSM8K_DIR", gsm)
+
+
+def test_prompts_are_deterministic_and_split(monkeypatch, tmp_path):
+    """The prompt file is a pure function of its seed; held-out prompts never appear in training."""
+    fake_gsm8k(monkeypatch, tmp_path)
     rows = build(seed=3, n_gsm8k=20, n_lists=30, heldout_gsm8k=5, heldout_lists=10, heldout_general=10)
     assert rows == build(seed=3, n_gsm8k=20, n_lists=30, heldout_gsm8k=5, heldout_lists=10, heldout_general=10)
     train = {r["prompt"] for r in rows if r["split"] == "train"}
@@ -188,12 +193,7 @@ def test_more_prompts_leave_out_every_existing_one(monkeypatch, tmp_path):
     them a prompt the first file holds (held-out ones above all); deterministic; all for training."""
     from training import smol_prompts
 
-    gsm = tmp_path / "gsm8k"
-    gsm.mkdir()
-    for split in ("train", "test"):
-        (gsm / f"{split}.jsonl").write_text("".join(
-            json.dumps({"question": f"{split} question {i}?", "answer": f"work\n#### {i}"}) + "\n" for i in range(60)))
-    monkeypatch.setattr(smol_prompts, "GSM8K_DIR", gsm)
+    fake_gsm8k(monkeypatch, tmp_path)
     first = tmp_path / "prompts.jsonl"
     rows = build(seed=0, n_gsm8k=20, n_lists=30, heldout_gsm8k=5, heldout_lists=10, heldout_general=10)
     first.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -14,6 +14,7 @@ import math
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 
 @triton.jit
@@ -128,10 +129,7 @@ def launch_fitting(kernel, grid, q, block_d: int, block_n: int, num_stages: int,
     tiles (the tuned defaults are bf16's at head dim 128: float32 at head dim 64 asks an H200 for 300 KB
     of its 227 KB). Each smaller key tile divides the split length, so every key is still seen once. A
     launch that does not fit fails before it runs (nothing written); the fitting tiles are remembered."""
-    from triton.runtime.errors import OutOfResources
-
-    key = (kernel.fn.__name__ if hasattr(kernel, "fn") else str(kernel), q.device.index, q.dtype, block_d,
-           block_n, num_stages)
+    key = (kernel.fn.__name__, q.device.index, q.dtype, block_d, block_n, num_stages)
     tries = [FITS[key]] if key in FITS else [(bn, st) for bn in (block_n, block_n // 2, block_n // 4) if bn >= 16
                                              for st in range(num_stages, 0, -1)]
     for i, (bn, st) in enumerate(tries):
