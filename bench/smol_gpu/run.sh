@@ -8,6 +8,7 @@
 #    finished run; fit() saves a checkpoint on SIGTERM)
 # 3. recipe=smol_bd_gpu_cf: + certainty forcing, from stage 2's adapter
 # 4. training.publish_delta of stages 2 and 3 -> $PACK/stage1, $PACK/stage2 (measure them with dllm bench_smol)
+# Time trajectories leave unused goes to stage 2 (the lease is fixed, not each stage's budget).
 # Extra Hydra overrides for every training stage (a CPU smoke test: small batches): TRAIN_ARGS, TRAJ_ARGS.
 set -u
 T_TRAJ=${T_TRAJ:-120}; T_BD=${T_BD:-210}; T_CF=${T_CF:-130}
@@ -25,7 +26,9 @@ stage() {  # stage <name> <budget> <args...>: run under timeout; a stop at the b
 }
 best() { [ -d "$1/final" ] && echo final || echo checkpoint; }  # what a stage left: finished, or stopped
 
+T0=$SECONDS
 stage trajectories "$T_TRAJ" $PY -m dllm.cli train recipe=smol_trajectories_gpu $TRAJ_ARGS
+T_BD=$((T_BD + T_TRAJ - (SECONDS - T0)))  # what the parent's answers left of their budget goes to stage 2
 ROWS=$(wc -l < runs/trajectories/smol_more/rows.jsonl 2>/dev/null || echo 0)
 stamp "trajectories: $ROWS rows"
 if [ "$ROWS" -eq 0 ]; then  # no new answers (a failed stage): train on the committed rows alone
