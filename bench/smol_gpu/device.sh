@@ -11,7 +11,7 @@
 #     dill==0.4.1 multiprocess==0.70.19 peft==0.21.2 accelerate==1.16.0
 #   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3
 # call 1 (carry .xfer/part.aa): mkdir -p /root/xfer && cp .xfer/part.aa /root/xfer/
-# call 2 (carry .xfer/part.ab .whl), at once: T_TRAJ=100 T_BD=240 T_CF=130 bash bench/smol_gpu/device.sh
+# call 2 (carry .xfer/part.ab .whl), at once: T_TRAJ=110 T_BD=260 T_CF=120 bash bench/smol_gpu/device.sh (run 2's)
 set -u  # PYTHONSAFEPATH=1: the checkout root is not on sys.path, so transformers 5.17 never mistakes kernels/ for the hub package
 cat /root/xfer/part.aa .xfer/part.ab > /tmp/smol.gguf || exit 1
 echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  /tmp/smol.gguf" | sha256sum -c || exit 1
@@ -22,8 +22,10 @@ export PYTHONSAFEPATH=1 PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 TQDM_MININTERVAL
 python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 mkdir -p /root/pack  # the compiled-kernel parity tests (gpu-marked) share the GPU with the first stage
-(python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels.py > /root/pack/gpu_tests.log 2>&1 &)
+python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_kernels.py > /root/pack/gpu_tests.log 2>&1 &
+GPU_TESTS=$!
 PACK=/root/pack bash bench/smol_gpu/run.sh
+wait "$GPU_TESTS"  # their log is whole before it is packed
 cp /root/pack/run.log "$OUT/"
 tar -cf - -C /root pack | split -b 15000000 - "$OUT/pack.tar."
 ls -la "$OUT"
