@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from dllm import kernels
-from dllm.kernels.linear import ONE_ROW_MIN_OUT, Linear, linear_reference, onednn as onednn_mod, onednn_available
+from dllm.kernels.linear import (
+    ONE_ROW_MIN_OUT,
+    Linear,
+    bf16_available,
+    linear_reference,
+    onednn as onednn_mod,
+    onednn_available,
+)
 
 
 def test_the_fast_path_exists_here():
@@ -26,6 +33,25 @@ def test_packed_equals_the_reference(shape, bias):
     ref = linear_reference(x, lin.weight, lin.bias)
     assert fast.shape == ref.shape == (*shape, 160)
     torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not bf16_available(), reason="oneDNN has no bfloat16 kernels for this CPU")
+@pytest.mark.parametrize("shape", [(1, 1), (2, 9), (1, 33)])
+def test_packed_bfloat16_is_as_close_to_exact_as_the_reference(shape):
+    """bf16 weights and inputs: both products accumulate in fp32 and round once, in different orders, so
+    each is compared with the exact (float64) product of the same bf16 numbers: neither is off by more
+    than bf16's rounding of the result. One row takes the packed path too (a bf16 AR step)."""
+    torch.manual_seed(0)
+    lin = Linear(96, 160, bias=True).to(torch.bfloat16)
+    x = torch.randn(*shape, 96).to(torch.bfloat16)
+    exact = torch.nn.functional.linear(x.double(), lin.weight.double(), lin.bias.double())
+    with torch.no_grad():
+        fast = lin(x)
+    assert lin in onednn_mod._PACKED and fast.dtype == torch.bfloat16
+    ref = linear_reference(x, lin.weight, lin.bias)
+    bound = exact.abs() * 2 ** -8 + 1e-3  # half a bf16 ulp of the result, plus fp32 summation slack
+    assert ((fast.double() - exact).abs() <= bound).all()
+    assert ((ref.double() - exact).abs() <= bound).all()
 
 
 def test_one_row_takes_onednn_only_on_wide_products():
@@ -118,3 +144,21 @@ def test_the_vocabulary_head_takes_it_at_inference():
         with kernels.use("torch"):
             plain = vocab_logits(head, h)
         assert (plain.double() - want).abs().max().item() < 1e-4
+
+
+@pytest.mark.skipif(not bf16_available(), reason="oneDNN has no bfloat16 kernels for this CPU")
+def test_a_bfloat16_model_gives_the_reference_logits_within_bf16_rounding():
+    """The embedded model loaded in bf16: packed products at every layer (one row included), logits
+    within a few bf16 ulps of the reference's, and the same greedy answers."""
+    import dllm
+
+    model = dllm.load("dllm-tiny", dtype="bfloat16")
+    ids = torch.randint(3, 40, (2, 24))
+    pos, valid = torch.arange(24).expand(2, 24), torch.ones(2, 24, dtype=torch.bool)
+    with torch.no_grad():
+        fast = model(ids, pos, valid).float()
+        with kernels.use("torch"):
+            ref = model(ids, pos, valid).float()
+    assert any(m in onednn_mod._PACKED and m.weight.dtype == torch.bfloat16 for m in model.modules())
+    torch.testing.assert_close(fast, ref, rtol=0.05, atol=0.05 * ref.abs().max().item())
+    assert (fast.argmax(-1) == ref.argmax(-1)).float().mean() > 0.95

@@ -253,22 +253,27 @@ def test_bench_smol_runs_every_dtype_threshold_and_cache(student, tmp_path):
         cfg = compose("bench_smol", overrides=[
             f"student={out / 'final' / 'model'}", f"parent={parent}", f"prompts_file={prompts}", "n_prompts=3",
             "decode.gen_length=8", "thresholds=[0.9]", "sub_block_length=2", "batch_sizes=[1,2]",
-            "student_dtypes=[float32,bfloat16]", "threads=1", f"out_dir={tmp_path / 'bench'}"])
+            "dtypes=[float32,bfloat16]", "threads=1", f"out_dir={tmp_path / 'bench'}"])
     bench_smol.run(cfg)
     table = json.loads((tmp_path / "bench" / "bench.json").read_text())
-    assert len(table) == 2 * (1 + 2 * 2)  # per batch: the parent, then 2 dtypes x 1 threshold x 2 caches
+    assert len(table) == 2 * (2 + 2 * 2)  # per batch: a parent per dtype, then 2 dtypes x 1 threshold x 2 caches
     assert {(t["dtype"], t["cache"]) for t in table if t["threshold"]} == {
         (d, c) for d in ("float32", "bfloat16") for c in ("block", "sub_block")}
     parents = [t for t in table if t["threshold"] is None]
-    assert [t["batch"] for t in parents] == [1, 2] and all(t["agree_pct"] == 100.0 for t in parents)
+    assert [(t["batch"], t["dtype"]) for t in parents] == [(b, d) for b in (1, 2) for d in ("float32", "bfloat16")]
+    assert all(t["agree_pct"] == 100.0 for t in parents)
     assert all(t["prefix_pct"] == 100.0 for t in parents) and all(0 <= t["prefix_pct"] <= 100 for t in table)
     assert all(t["tok_per_fwd"] > 0 and t["tok_s"] > 0 for t in table)
     # the ratio splits into its two parts: tokens a forward, and what a forward costs (both against the parent)
     for t in table:
-        p = next(q for q in parents if q["batch"] == t["batch"])
+        p = next(q for q in parents if q["batch"] == t["batch"] and q["dtype"] == t["dtype"])
         assert t["vs_parent"] == pytest.approx(t["tok_per_fwd"] / p["tok_per_fwd"] / t["fwd_cost_vs_parent"])
+        fastest = max(q["tok_s"] for q in parents if q["batch"] == t["batch"])
+        assert t["vs_fastest_parent"] == pytest.approx(t["tok_s"] / fastest)
+        assert t["vs_fastest_parent"] <= t["vs_parent"] + 1e-9
     md = (tmp_path / "bench" / "bench.md").read_text()
     assert "(3 held-out prompts: 2 scored; gen 8" in md and "cache=sub_block bfloat16" in md
+    assert "vs fastest parent" in md and "KV cache, bfloat16)" in md
     assert (tmp_path / "bench" / "pareto.png").stat().st_size > 0
 
 

@@ -30,6 +30,19 @@ def onednn_available() -> bool:
     return _HAS_OPS and _broken is None
 
 
+_BF16: bool | None = None
+
+
+def bf16_available() -> bool:
+    """Whether oneDNN has bfloat16 kernels for this CPU (torch's own test: AVX-512 or better; asked once).
+    Without them the packed bf16 product does not exist and bf16 takes the reference."""
+    global _BF16
+    if _BF16 is None:
+        probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        _BF16 = bool(probe is not None and probe())
+    return _BF16
+
+
 # module -> (key, probes view, their values, packed weight); weak, so copies, state dicts and .to() never see it
 _PACKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PROBES = 4  # weight elements compared at each call (0.6 µs): a write through ``.data`` bumps no version
@@ -51,8 +64,9 @@ def packed_weight(module: torch.nn.Linear) -> torch.Tensor:
 
 
 def linear_onednn(x: torch.Tensor, module: torch.nn.Linear) -> torch.Tensor | None:
-    """x [..., in] (CPU, float32, no autograd) -> [..., out] through the packed weight; None when the
-    ops fail (they are PyTorch internals: a version may change them), after a one-line warning."""
+    """x [..., in] (CPU, float32 or bfloat16 as the weight, no autograd) -> [..., out] through the packed
+    weight; None when the ops fail (they are PyTorch internals: a version may change them), after a
+    one-line warning."""
     global _broken
     try:
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed_weight(module), module.bias, "none", [], "")
