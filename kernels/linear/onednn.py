@@ -13,6 +13,7 @@ change of the weight repacks it (:func:`packed_weight`).
 
 from __future__ import annotations
 
+import functools
 import warnings
 import weakref
 
@@ -30,17 +31,12 @@ def onednn_available() -> bool:
     return _HAS_OPS and _broken is None
 
 
-_BF16: bool | None = None
-
-
+@functools.cache
 def bf16_available() -> bool:
     """Whether oneDNN has bfloat16 kernels for this CPU (torch's own test: AVX-512 or better; asked once).
     Without them the packed bf16 product does not exist and bf16 takes the reference."""
-    global _BF16
-    if _BF16 is None:
-        probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-        _BF16 = bool(probe is not None and probe())
-    return _BF16
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(probe is not None and probe())
 
 
 # module -> (key, probes view, their values, packed weight); weak, so copies, state dicts and .to() never see it
