@@ -294,3 +294,18 @@ def test_bench_prompts_by_split_and_source(tmp_path):
         heldout_prompts(str(path), 4, "train", ["instructions"])
     with pytest.raises(DllmError, match="split must be 'heldout' or 'train', got 'test'"):
         heldout_prompts(str(path), 4, "test")
+
+
+def test_bench_smol_sub_block_lengths():
+    """sub_block_length takes one window or a list: one row per length (labelled when several), none for
+    the other caches; anything but positive ints is a one-line error naming the key."""
+    from omegaconf import OmegaConf
+
+    from dllm.apps.bench_smol import windows
+
+    assert windows("sub_block", 8) == [(8, "")]
+    assert windows("sub_block", OmegaConf.create([8, 16])) == [(8, " 8"), (16, " 16")]
+    assert windows("block", OmegaConf.create([8, 16])) == [(None, "")]
+    for bad in (0, OmegaConf.create([]), OmegaConf.create([8, "x"])):
+        with pytest.raises(DllmError, match="sub_block_length must be a positive int or a list of them"):
+            windows("sub_block", bad)

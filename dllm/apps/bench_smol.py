@@ -98,13 +98,27 @@ def run(cfg: DictConfig) -> None:
     for batch in cfg.batch_sizes:
         runs = [{"decoder": f"AR parent ({cfg.parent}, KV cache, {dt})", "dtype": dt, "model": parents[dt],
                  "sampler": dllm.samplers.LLaDASampler(), "kw": decode_kw, "cache": "block"} for dt in cfg.dtypes]
-        runs += [{"decoder": f"{cfg.student} threshold {th} cache={cache} {dt}", "dtype": dt, "threshold": th,
-                  "model": students[dt], "cache": cache,
+        runs += [{"decoder": f"{cfg.student} threshold {th} cache={cache}{label} {dt}", "dtype": dt, "threshold": th,
+                  "model": students[dt], "cache": cache, "window": label,
                   "sampler": dllm.samplers.ThresholdSampler(threshold=float(th), fallback="leftmost"),
-                  "kw": {**decode_kw, "block_length": cfg.sub_block_length} if cache == "sub_block" else decode_kw}
-                 for dt in cfg.dtypes for th in cfg.thresholds for cache in cfg.caches]
+                  "kw": {**decode_kw, "block_length": n} if n else decode_kw}
+                 for dt in cfg.dtypes for th in cfg.thresholds for cache in cfg.caches
+                 for n, label in windows(cache, cfg.sub_block_length)]
         results += take_turns(rows, runs, batch)
     report(cfg, rows, results)
+
+
+def windows(cache: str, sub_block_length) -> list[tuple[int | None, str]]:
+    """The sub-block windows to measure for ``cache``: (window, label) pairs. ``sub_block_length`` is one
+    length (8: Fast-dLLM v2's) or a list of them (e.g. [8, 16]: fewer 32-token refreshes a block against
+    fewer tokens committed per step), each its own row, labelled by its length when there are several."""
+    if cache != "sub_block":
+        return [(None, "")]
+    lengths = list(sub_block_length) if OmegaConf.is_list(sub_block_length) or isinstance(sub_block_length, list) \
+        else [sub_block_length]
+    check(len(lengths) > 0 and all(isinstance(n, int) and n > 0 for n in lengths),
+          f"sub_block_length must be a positive int or a list of them, got {sub_block_length}")
+    return [(int(n), f" {n}" if len(lengths) > 1 else "") for n in lengths]
 
 
 def take_turns(rows: list[dict], runs: list[dict], batch: int) -> list[dict]:
@@ -120,7 +134,7 @@ def take_turns(rows: list[dict], runs: list[dict], batch: int) -> list[dict]:
             r = runs[i]
             d = decode(r["model"], rows[s:s + batch], r["sampler"], batch, r["kw"], r["cache"])
             got[i] = {key: got[i][key] + d[key] for key in got[i]}
-    keep = ("decoder", "dtype", "threshold", "cache")
+    keep = ("decoder", "dtype", "threshold", "cache", "window")
     return [{**{key: r[key] for key in keep if key in r}, "batch": batch, **g} for r, g in zip(runs, got)]
 
 
@@ -148,7 +162,7 @@ def report(cfg: DictConfig, rows: list[dict], results: list[dict]) -> None:
         parent_acc = [score(rows[i], parent["texts"][i]) for i in scored]
         tps, ptps = r["gen"] / max(r["wall"], 1e-9), parent["gen"] / max(parent["wall"], 1e-9)
         table.append({"decoder": r["decoder"], "batch": r["batch"], "threshold": r.get("threshold"),
-                      "cache": r.get("cache"), "dtype": r.get("dtype"),
+                      "cache": (r.get("cache") or "") + r.get("window", ""), "dtype": r.get("dtype"),
                       "agree_pct": 100.0 * sum(a == b for a, b in zip(r["texts"], parent["texts"])) / len(rows),
                       "prefix_pct": prefix_pct(r["texts"], parent["texts"]),
                       "acc_pct": 100.0 * sum(acc) / max(len(acc), 1),
