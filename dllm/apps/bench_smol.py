@@ -111,7 +111,7 @@ def run(cfg: DictConfig) -> None:
 def windows(cache: str, sub_block_length) -> list[tuple[int | None, str]]:
     """The sub-block windows to measure for ``cache``: (window, label) pairs. ``sub_block_length`` is one
     length (8: Fast-dLLM v2's) or a list of them (e.g. [8, 16]: fewer 32-token refreshes a block against
-    fewer tokens committed per step), each its own row, labelled by its length when there are several."""
+    wider, costlier steps; bench/smol_sub_block16), each its own row, labelled by its length when there are several."""
     if cache != "sub_block":
         return [(None, "")]
     lengths = list(sub_block_length) if OmegaConf.is_list(sub_block_length) or isinstance(sub_block_length, list) \
