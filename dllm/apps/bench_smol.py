@@ -21,7 +21,7 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from tqdm import tqdm
 
 from dllm.apps.common import one_line_errors
@@ -114,8 +114,7 @@ def windows(cache: str, sub_block_length) -> list[tuple[int | None, str]]:
     wider, costlier steps; bench/smol_sub_block16), each its own row, labelled by its length when there are several."""
     if cache != "sub_block":
         return [(None, "")]
-    lengths = list(sub_block_length) if OmegaConf.is_list(sub_block_length) or isinstance(sub_block_length, list) \
-        else [sub_block_length]
+    lengths = list(sub_block_length) if isinstance(sub_block_length, (list, ListConfig)) else [sub_block_length]
     check(len(lengths) > 0 and all(isinstance(n, int) and n > 0 for n in lengths),
           f"sub_block_length must be a positive int or a list of them, got {sub_block_length}")
     return [(int(n), f" {n}" if len(lengths) > 1 else "") for n in lengths]
@@ -162,7 +161,7 @@ def report(cfg: DictConfig, rows: list[dict], results: list[dict]) -> None:
         parent_acc = [score(rows[i], parent["texts"][i]) for i in scored]
         tps, ptps = r["gen"] / max(r["wall"], 1e-9), parent["gen"] / max(parent["wall"], 1e-9)
         table.append({"decoder": r["decoder"], "batch": r["batch"], "threshold": r.get("threshold"),
-                      "cache": (r.get("cache") or "") + r.get("window", ""), "dtype": r.get("dtype"),
+                      "cache": r["cache"] + r.get("window", ""), "dtype": r.get("dtype"),
                       "agree_pct": 100.0 * sum(a == b for a, b in zip(r["texts"], parent["texts"])) / len(rows),
                       "prefix_pct": prefix_pct(r["texts"], parent["texts"]),
                       "acc_pct": 100.0 * sum(acc) / max(len(acc), 1),
