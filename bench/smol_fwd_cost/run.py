@@ -23,19 +23,21 @@ import torch
 from tqdm import tqdm
 
 import dllm
-from dllm.apps.bench_smol import heldout_prompts, write_atomic
+from dllm.apps.bench_smol import decode, heldout_prompts, write_atomic
+
+SUB_BLOCK = 8  # the sub-block cache's window (Fast-dLLM v2's), inside the model's blocks of 32
+GEN = 64
 
 
-def timed(model, tag: str, log: dict, fresh: dict) -> None:
+def timed(model, tag: str, log: dict) -> None:
     """Wrap ``model.forward_cached`` so that each call's wall time lands in log[(tag, columns fed)], or in
-    log[(tag, 0)] for a generation's first forward (the prompt prefill; fresh[tag] is set before each)."""
+    log[(tag, 0)] for a generation's first forward: the one that feeds from column 0 (the prompt prefill)."""
     inner = model.forward_cached
 
-    def forward_cached(x, *args, **kwargs):
+    def forward_cached(x, idx, *args, **kwargs):
         t = time.perf_counter()
-        out = inner(x, *args, **kwargs)
-        log[(tag, 0 if fresh[tag] else x.shape[1])].append(time.perf_counter() - t)
-        fresh[tag] = False
+        out = inner(x, idx, *args, **kwargs)
+        log[(tag, 0 if int(idx[:, 0].min()) == 0 else x.shape[1])].append(time.perf_counter() - t)
         return out
 
     model.forward_cached = forward_cached
@@ -46,12 +48,12 @@ def kind(tag: str, width: int, block: int) -> str:
         return f"{tag}: prompt prefill" + ("" if tag == "parent" else " + first block")
     if tag == "parent":
         return "parent: one column" if width == 1 else f"parent: {width} columns"
-    if width <= block // 4 + 1:
-        return "student: sub-block step (8 + 1 columns)"
-    if width == block or width == block + 1:
-        return "student: sub-block refresh (the 32-column block)"
+    if width <= SUB_BLOCK + 1:
+        return f"student: sub-block step ({SUB_BLOCK} + 1 columns)"
+    if width in (block, block + 1):
+        return f"student: sub-block refresh (the {block}-column block)"
     if width == 2 * block:
-        return "student: block entry (finished block + new block, 64 columns)"
+        return f"student: block entry (finished block + new block, {2 * block} columns)"
     return f"student: {width} columns"
 
 
@@ -69,25 +71,19 @@ def main() -> None:
     parent = dllm.load("smollm2-135m-instruct", dtype=a.dtype)
     student = dllm.load(a.student, dtype=a.dtype)
     log: dict = collections.defaultdict(list)
-    fresh: dict = {}
-    timed(parent, "parent", log, fresh)
-    timed(student, "student", log, fresh)
-    decoders = [("parent", parent, dllm.samplers.LLaDASampler(), "block", {}),
-                ("student", student, dllm.samplers.ThresholdSampler(threshold=a.threshold, fallback="leftmost"),
-                 "sub_block", {"block_length": 8})]
-    tot = collections.defaultdict(float)
-    for timed_pass in (False, True):
+    timed(parent, "parent", log)
+    timed(student, "student", log)
+    decoders = {"parent": (parent, dllm.samplers.LLaDASampler(), "block", {"gen_length": GEN}),
+                "student": (student, dllm.samplers.ThresholdSampler(threshold=a.threshold, fallback="leftmost"),
+                            "sub_block", {"gen_length": GEN, "block_length": SUB_BLOCK})}
+    for timed_pass in (False, True):  # the first pass packs weights and grows buffers
         log.clear()
-        tot.clear()
+        tot = {tag: collections.Counter() for tag in decoders}
         for k, r in enumerate(tqdm(rows, desc="timed" if timed_pass else "warm-up")):
-            for tag, model, sampler, cache, kw in decoders[k % 2:] + decoders[:k % 2]:  # taking turns
-                fresh[tag] = True
-                t = time.perf_counter()
-                with torch.no_grad():
-                    res = dllm.generate(model, [r["prompt"]], sampler, cache=cache, gen_length=64, **kw)
-                tot[tag, "wall"] += time.perf_counter() - t
-                tot[tag, "nfe"] += res.stats[0].nfe
-                tot[tag, "gen"] += res.stats[0].gen_tokens
+            for tag in list(decoders)[k % 2:] + list(decoders)[:k % 2]:  # taking turns
+                model, sampler, cache, kw = decoders[tag]
+                d = decode(model, [r], sampler, 1, kw, cache)
+                tot[tag].update({key: d[key] for key in ("gen", "nfe", "wall")})
     block = student.block_size
     groups: dict = collections.defaultdict(list)
     for (tag, width), times in log.items():
@@ -108,9 +104,9 @@ def main() -> None:
     lines += ["", "| decoder | forwards | generated tokens | tok/fwd | ms a forward (all of decode) | tok/s |",
               "|---|---|---|---|---|---|"]
     for tag in ("parent", "student"):
-        w, n, g = tot[tag, "wall"], tot[tag, "nfe"], tot[tag, "gen"]
+        w, n, g = tot[tag]["wall"], tot[tag]["nfe"], tot[tag]["gen"]
         lines.append(f"| {tag} | {n:.0f} | {g:.0f} | {g / n:.2f} | {1e3 * w / n:.1f} | {g / w:.1f} |")
-    ratio = (tot["student", "gen"] / tot["student", "wall"]) / (tot["parent", "gen"] / tot["parent", "wall"])
+    ratio = (tot["student"]["gen"] / tot["student"]["wall"]) / (tot["parent"]["gen"] / tot["parent"]["wall"])
     lines += ["", f"Student tokens/s ÷ parent's: **{ratio:.2f}×**."]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
